@@ -1,0 +1,329 @@
+"""``UnlearnAdapter``: the object users hold — a base classifier plus weight filters for every class."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from peft import PeftModel, get_peft_model
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+
+from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, resolve_class
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+from .hub import PICKLE_SUFFIXES
+
+
+class UnlearnAdapter:
+    """A transformers image classifier with a weight-filter adapter that can forget any class(es).
+
+    Args:
+        model (`peft.PeftModel`): the base model wrapped with a ``WeightFilterConfig`` adapter.
+        image_processor (*optional*): the base model's image processor, used by ``predict``.
+
+    Example:
+
+    ```py
+    >>> from hf_unlearn import UnlearnAdapter
+    >>> adapter = UnlearnAdapter.from_pretrained("org/vit-cifar100-wf")      # base model + filters
+    >>> out = adapter(pixel_values=x, forget="apple")                       # as if "apple" were unlearned
+    >>> adapter.predict(images, forget=["apple", "pear"])                  # labels and scores
+    >>> plain = adapter.export(forget="apple")                              # a plain transformers model
+    >>> plain.save_pretrained("vit-without-apple")
+    ```
+    """
+
+    def __init__(self, model: PeftModel, image_processor: Any = None):
+        if not isinstance(model, PeftModel) or not isinstance(model.peft_config.get(model.active_adapter), WeightFilterConfig):
+            raise TypeError(
+                "UnlearnAdapter wraps a peft.PeftModel with a WeightFilterConfig adapter; use "
+                "UnlearnAdapter.attach(model) for a plain transformers model."
+            )
+        self.model = model
+        self.image_processor = image_processor
+        # `forget=` must NOT be added to PEFT's special_peft_forward_args: PEFT would strip it before
+        # the base model runs, and the tuner's pre-hook on the base model is what reads it.
+
+    # ------------------------------------------------------------------ creation and loading
+
+    @classmethod
+    def attach(
+        cls,
+        model: PreTrainedModel,
+        config: Optional[WeightFilterConfig] = None,
+        image_processor: Any = None,
+        adapter_name: str = "default",
+        **config_kwargs,
+    ) -> "UnlearnAdapter":
+        """Add fresh (untrained) weight filters to a transformers classifier you already have.
+
+        Example:
+
+        ```py
+        >>> model = AutoModelForImageClassification.from_pretrained("microsoft/resnet-50")
+        >>> adapter = UnlearnAdapter.attach(model)          # default targets for model_type "resnet"
+        ```
+        """
+        if config is None:
+            config = WeightFilterConfig(**config_kwargs)
+        elif config_kwargs:
+            raise TypeError("Pass either a WeightFilterConfig or config keyword arguments, not both.")
+        if config.base_model_name_or_path is None:
+            config.base_model_name_or_path = getattr(model, "name_or_path", None) or None
+        peft_model = get_peft_model(model, config, adapter_name=adapter_name)
+        return cls(peft_model, image_processor)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        adapter_name_or_path: Union[str, os.PathLike],
+        *,
+        base_model: Union[None, str, PreTrainedModel] = None,
+        revision: Optional[str] = None,
+        token: Union[None, bool, str] = None,
+        is_trainable: bool = False,
+        adapter_name: str = "default",
+        cache_dir: Optional[str] = None,
+    ) -> "UnlearnAdapter":
+        """Load filters from a local folder or a Hub repo, and the base model they name.
+
+        Args:
+            adapter_name_or_path: a folder written by ``save_pretrained`` or a Hub repo id.
+            base_model: the base model (or its path / repo id). Default: the
+                ``base_model_name_or_path`` recorded in the adapter config.
+            revision: branch, tag or commit of the adapter repo on the Hub.
+            is_trainable: load the filters as trainable parameters (to continue untraining).
+
+        Only safetensors files are read: a repo that holds pickle weights instead is refused.
+        """
+        folder = _resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        config = WeightFilterConfig.from_pretrained(folder)
+        if base_model is None:
+            base_model = config.base_model_name_or_path
+            if not base_model:
+                raise ValueError(
+                    f"The adapter at {adapter_name_or_path} does not name its base model "
+                    "(base_model_name_or_path is empty): pass base_model=."
+                )
+        base_path = base_model if isinstance(base_model, (str, os.PathLike)) else None
+        if base_path is not None:
+            base_model = _load_base_model(str(base_path), token=token, cache_dir=cache_dir)
+        model = PeftModel.from_pretrained(
+            base_model, folder, adapter_name=adapter_name, is_trainable=is_trainable, config=config
+        )
+        if not is_trainable:
+            model.eval()
+        image_processor = _load_image_processor(folder, base_path or getattr(base_model, "name_or_path", None))
+        return cls(model, image_processor)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def config(self) -> WeightFilterConfig:
+        return self.model.peft_config[self.model.active_adapter]
+
+    @property
+    def base_model(self) -> PreTrainedModel:
+        return self.model.get_base_model()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.num_classes)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        id2label = getattr(self.base_model.config, "id2label", None) or {}
+        return {int(k): str(v) for k, v in id2label.items()}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {v: k for k, v in self.id2label.items()}
+
+    def class_id(self, ref: Union[int, str]) -> int:
+        """Validated class id for an id or a name (``ValueError`` lists the valid ones)."""
+        return resolve_class(ref, self.num_classes, self.label2id)
+
+    def filter_layers(self) -> dict[str, WeightFilterLayer]:
+        """The wrapped layers by module name."""
+        return {n: m for n, m in self.base_model.named_modules() if isinstance(m, WeightFilterLayer)}
+
+    # ------------------------------------------------------------------ using it
+
+    def __call__(self, pixel_values: Optional[torch.Tensor] = None, forget: Any = None, **kwargs):
+        """Run the model; ``forget`` chooses the class(es) to behave as unlearned (None: the base model)."""
+        return self.model(pixel_values=pixel_values, forget=forget, **kwargs)
+
+    @contextmanager
+    def forgetting(self, forget: Any):
+        """Context in which every call behaves as if ``forget`` had been unlearned."""
+        with self.model.base_model.forgetting(forget):
+            yield self
+
+    def eval(self) -> "UnlearnAdapter":
+        self.model.eval()
+        return self
+
+    def to(self, *args, **kwargs) -> "UnlearnAdapter":
+        self.model.to(*args, **kwargs)
+        return self
+
+    @torch.no_grad()
+    def predict(self, images, forget: Any = None, top_k: int = 1, batch_size: int = 64) -> list[list[dict]]:
+        """Classify images (PIL images, arrays, or a ``pixel_values`` tensor) with ``forget`` applied.
+
+        Returns, per image, the ``top_k`` predictions as ``{"label", "class_id", "score"}`` dicts.
+        """
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            pixel_values = images
+        else:
+            if self.image_processor is None:
+                raise ValueError("predict() on images needs an image processor: pass image_processor= or pixel_values.")
+            if not isinstance(images, (list, tuple)):
+                images = [images]
+            # Match the model's channels the way transformers' pipeline does (it converts to RGB).
+            mode = "L" if getattr(self.base_model.config, "num_channels", 3) == 1 else "RGB"
+            images = [im.convert(mode) if hasattr(im, "convert") else im for im in images]
+            pixel_values = self.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        results: list[list[dict]] = []
+        id2label = self.id2label
+        for start in range(0, pixel_values.shape[0], batch_size):
+            chunk = pixel_values[start : start + batch_size].to(device)
+            probs = self.model(pixel_values=chunk, forget=forget).logits.softmax(-1)
+            scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+            for s_row, i_row in zip(scores.tolist(), ids.tolist()):
+                results.append(
+                    [{"label": id2label.get(i, str(i)), "class_id": i, "score": s} for s, i in zip(s_row, i_row)]
+                )
+        self.model.train(was_training)
+        return results
+
+    def export(self, forget: Any) -> PreTrainedModel:
+        """A plain transformers model of the base class with the rows of ``forget`` folded into its weights.
+
+        The result has no adapter and no overhead; ``save_pretrained`` writes safetensors that
+        ``AutoModelForImageClassification`` and ``pipeline("image-classification")`` load without
+        hf_unlearn. Only this form is unlearned for whoever receives it: an adapter can be switched off.
+        """
+        selection = self.model.base_model.normalize_selection(forget)
+        if selection is None:
+            raise ValueError("export() needs the class(es) to forget, e.g. export(forget='Coat') or export(forget=[1, 3]).")
+        if selection.shape[0] != 1:
+            raise ValueError("export() folds one class or one set into the weights, not a per-sample selection.")
+        work = copy.deepcopy(self.model)
+        with work.base_model.forgetting(selection):
+            merged = work.merge_and_unload()
+        ids = [int(i) for i in selection[0].tolist() if i >= 0]
+        merged.config.unlearned_classes = [self.id2label.get(i, str(i)) for i in ids]
+        merged.config.unlearned_class_ids = ids
+        merged.eval()
+        return merged
+
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs) -> Path:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (+ the image processor).
+
+        The folder is written next to its destination and moved into place at the end, so an
+        interrupted save never leaves a half-written adapter behind.
+        """
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
+            if self.image_processor is not None:
+                self.image_processor.save_pretrained(str(tmp))
+            _replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def __repr__(self) -> str:
+        layers = self.filter_layers()
+        per_class = sum(m.out_features for m in layers.values())
+        return (
+            f"UnlearnAdapter(base={type(self.base_model).__name__}, classes={self.num_classes}, "
+            f"filtered_layers={len(layers)}, filters_per_class={per_class})"
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def refuse_pickle(folder: Path, what: str) -> None:
+    """Raise if ``folder`` holds pickle weights and no safetensors: pickle can run code on load."""
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise ValueError(
+                f"{what} holds pickle weights ({', '.join(pickles)}) and no .safetensors file. "
+                "hf_unlearn never unpickles files (loading a pickle can run arbitrary code): "
+                "convert the weights to safetensors and upload those."
+            )
+        raise FileNotFoundError(f"{what} has no {ADAPTER_WEIGHTS}.")
+
+
+def _resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_dir=None) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / ADAPTER_CONFIG).is_file():
+            raise FileNotFoundError(f"{path} has no {ADAPTER_CONFIG}: is it an adapter folder?")
+        refuse_pickle(path, f"Adapter folder {path}")
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass the adapter folder (with {ADAPTER_CONFIG}) or a Hub repo id.")
+    from .hub import download_adapter  # the Hub client is only needed for repo ids
+
+    return download_adapter(str(name_or_path), revision=revision, token=token, cache_dir=cache_dir)
+
+
+def _load_base_model(name_or_path: str, *, token=None, cache_dir=None) -> PreTrainedModel:
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            name_or_path, use_safetensors=True, token=token, cache_dir=cache_dir
+        )
+    except OSError as err:
+        raise OSError(
+            f"Could not load the base model {name_or_path!r} named by the adapter ({err}). "
+            "Pass base_model= (a model, a local folder or a Hub repo id) if it lives elsewhere."
+        ) from err
+
+
+def _load_image_processor(folder: Path, base_path: Optional[str]):
+    for candidate in (str(folder), base_path):
+        if not candidate:
+            continue
+        if Path(candidate).is_dir() and not (Path(candidate) / "preprocessor_config.json").is_file():
+            continue
+        try:
+            return AutoImageProcessor.from_pretrained(candidate)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def read_adapter_config(folder: Union[str, os.PathLike]) -> dict:
+    """The raw ``adapter_config.json`` of an adapter folder."""
+    return json.loads((Path(folder) / ADAPTER_CONFIG).read_text())

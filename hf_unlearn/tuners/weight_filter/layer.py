@@ -1,0 +1,217 @@
+"""Weight-filter layers: a ``(num_classes, out_features)`` filter matrix per adapter on a Linear or Conv2d.
+
+Scaling output unit ``k`` of ``y = W x + b`` by ``a_k`` equals scaling row ``k`` of ``W`` and ``b``.
+So the filter is applied on the layer's output, which lets every sample of a batch use its own
+row, and it can be folded into the weights ("merge") for a plain model with zero overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+
+from .config import WeightFilterConfig
+
+
+class WeightFilterLayer(BaseTunerLayer):
+    """Mixin owning the learned filters of one wrapped layer.
+
+    ``weight_filter_theta[adapter]`` holds raw parameters of shape ``(num_classes, out_features)``;
+    ``filters(adapter)`` maps them into ``[0, 1]``. ``selection`` is set by ``WeightFilterModel``:
+    a ``(B, K)`` LongTensor of class ids padded with -1 (``B == 1``: one choice for the whole
+    batch), or None for "forget nothing", in which case the layer is exactly its base layer.
+    """
+
+    adapter_layer_names = ("weight_filter_theta",)
+    other_param_names = ("weight_filter_parametrization",)
+
+    def __init__(self, base_layer: nn.Module, **kwargs) -> None:
+        self.base_layer = base_layer
+        self.weight_filter_theta = nn.ParameterDict({})
+        self.weight_filter_parametrization: dict[str, str] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self.selection: Optional[torch.Tensor] = None
+        self._merge_backup: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
+
+        base = self.get_base_layer()
+        if isinstance(base, nn.Linear):
+            self.in_features, self.out_features = base.in_features, base.out_features
+        elif isinstance(base, nn.Conv2d):
+            self.in_features, self.out_features = base.in_channels, base.out_channels
+        else:
+            raise TypeError(
+                f"Weight filters support nn.Linear and nn.Conv2d layers, not {type(base).__name__}."
+            )
+
+    def update_layer(self, adapter_name: str, config: WeightFilterConfig, **kwargs) -> None:
+        if config.parametrization == "sigmoid":
+            # logit(1.0) is +inf, where the sigmoid has no gradient: start at a high but finite logit.
+            value = min(_logit(config.init_value), config.init_logit_max)
+        else:
+            value = config.init_value
+        theta = torch.full((config.num_classes, self.out_features), float(value))
+        self.weight_filter_theta[adapter_name] = nn.Parameter(theta)
+        self.weight_filter_parametrization[adapter_name] = config.parametrization
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def filters(self, adapter_name: str) -> torch.Tensor:
+        """Filter values in [0, 1], shape ``(num_classes, out_features)``."""
+        theta = self.weight_filter_theta[adapter_name]
+        if self.weight_filter_parametrization.get(adapter_name, "sigmoid") == "sigmoid":
+            return torch.sigmoid(theta)
+        return theta.clamp(0.0, 1.0)
+
+    def selection_scale(
+        self, selection: torch.Tensor, adapter_names: Optional[list[str]] = None
+    ) -> Optional[torch.Tensor]:
+        """Per-sample output scale ``(B, out_features)`` for a selection, or None if no adapter applies.
+
+        Row -1 is the identity; a set of classes multiplies its rows. Only the selected rows take
+        part in the graph, so only they receive gradient.
+        """
+        scale = None
+        for name in adapter_names if adapter_names is not None else self.active_adapters:
+            if name not in self.weight_filter_theta:
+                continue
+            alpha = self.filters(name)
+            num_classes = alpha.shape[0]
+            # Ids were validated against num_classes by WeightFilterModel; no check here, since
+            # reading a tensor value in every layer would force a device sync per layer.
+            sel = selection.to(alpha.device)
+            padded = torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])], dim=0)
+            index = torch.where(sel < 0, torch.full_like(sel, num_classes), sel)
+            rows = padded[index[:, 0]] if index.shape[1] == 1 else padded[index].prod(dim=1)
+            scale = rows if scale is None else scale * rows
+        return scale
+
+    def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_batch(self, scale: torch.Tensor, result: torch.Tensor) -> None:
+        if scale.shape[0] not in (1, result.shape[0]):
+            raise ValueError(
+                f"The per-sample selection has {scale.shape[0]} entries but the batch has "
+                f"{result.shape[0]} samples: give one entry per sample, or one class/set for all."
+            )
+
+    def _filtered_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            if self.selection is not None:
+                raise RuntimeError(
+                    "This layer has filters merged into its weights; selecting classes again would "
+                    "apply them twice. Call `unmerge_adapter()` first, or use the merged model alone."
+                )
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.selection is None:
+            return result
+        scale = self.selection_scale(self.selection)
+        if scale is None:
+            return result
+        self._check_batch(scale, result)
+        return result * self._broadcast(scale.to(result.dtype), result)
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        """Fold the selected row (or product of rows) into the base weight and bias.
+
+        Needs one selection for the whole model, e.g.
+        ``with peft_model.forgetting([3]): plain = peft_model.merge_and_unload()``.
+        """
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        if not adapter_names:
+            return
+        if self.selection is None or self.selection.shape[0] != 1:
+            raise ValueError(
+                "Merging weight filters needs the class(es) to forget for the whole model: "
+                "`with peft_model.forgetting(classes): model = peft_model.merge_and_unload()`, "
+                "or `UnlearnAdapter.export(forget=classes)`."
+            )
+        base = self.get_base_layer()
+        scale = self.selection_scale(self.selection, adapter_names)
+        if scale is None:
+            return
+        scale = scale[0].detach().to(base.weight.device, torch.float32)
+        if self._merge_backup is None:
+            bias = base.bias.data.clone() if base.bias is not None else None
+            self._merge_backup = (base.weight.data.clone(), bias)
+        shape = (-1,) + (1,) * (base.weight.ndim - 1)
+        new_weight = (base.weight.data.float() * scale.view(shape)).to(base.weight.dtype)
+        new_bias = None
+        if base.bias is not None:
+            new_bias = (base.bias.data.float() * scale).to(base.bias.dtype)
+        if safe_merge and not (
+            torch.isfinite(new_weight).all() and (new_bias is None or torch.isfinite(new_bias).all())
+        ):
+            raise ValueError(f"Non-finite values after merging adapters {adapter_names}; nothing changed.")
+        base.weight.data = new_weight
+        if new_bias is not None:
+            base.bias.data = new_bias
+        self.merged_adapters.extend(adapter_names)
+
+    def unmerge(self) -> None:
+        """Restore the exact original weights (kept aside at merge; dividing by ~0 filters is unsafe)."""
+        if not self.merged or self._merge_backup is None:
+            return
+        base = self.get_base_layer()
+        weight, bias = self._merge_backup
+        base.weight.data = weight
+        if bias is not None:
+            base.bias.data = bias
+        self._merge_backup = None
+        self.merged_adapters = []
+
+
+class Linear(nn.Module, WeightFilterLayer):
+    """Weight filters on an ``nn.Linear`` (features last: ``(B, ..., out)``, e.g. ViT, ConvNeXt pwconv)."""
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: WeightFilterConfig, **kwargs) -> None:
+        super().__init__()
+        WeightFilterLayer.__init__(self, base_layer)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        return scale.view(scale.shape[0], *([1] * (result.ndim - 2)), scale.shape[1])
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # nn.Module comes first in the MRO, so forward must be defined on the concrete class.
+        return self._filtered_forward(x, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "weight_filter." + super().__repr__()
+
+
+class Conv2d(nn.Module, WeightFilterLayer):
+    """Weight filters on an ``nn.Conv2d`` (channels first: ``(B, out, H, W)``), depthwise included."""
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: WeightFilterConfig, **kwargs) -> None:
+        super().__init__()
+        WeightFilterLayer.__init__(self, base_layer)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        return scale.view(scale.shape[0], scale.shape[1], *([1] * (result.ndim - 2)))
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # nn.Module comes first in the MRO, so forward must be defined on the concrete class.
+        return self._filtered_forward(x, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "weight_filter." + super().__repr__()
+
+
+def _logit(p: float) -> float:
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
