@@ -232,20 +232,24 @@ class UnlearnAdapter:
     def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs) -> Path:
         """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (+ the image processor).
 
-        The folder is written next to its destination and moved into place at the end, so an
-        interrupted save never leaves a half-written adapter behind.
+        Files are written to a temporary folder first and then moved in, so an interrupted save
+        never leaves a half-written file behind; other files in the folder are kept.
         """
         target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))
         try:
             self.model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
             if self.image_processor is not None:
                 self.image_processor.save_pretrained(str(tmp))
-            _replace_dir(tmp, target)
-        except BaseException:
+            # Each file lands by an atomic rename; the config goes last, so a folder that has an
+            # adapter_config.json always has the weights it describes. Other files are left alone.
+            names = sorted(p.name for p in tmp.iterdir())
+            names.sort(key=lambda n: n == ADAPTER_CONFIG)
+            for name in names:
+                os.replace(tmp / name, target / name)
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     def __repr__(self) -> str:
@@ -258,17 +262,6 @@ class UnlearnAdapter:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 def refuse_pickle(folder: Path, what: str) -> None:

@@ -340,3 +340,4 @@ def test_save_leaves_no_partial_folder_on_failure(tmp_path, monkeypatch):
         adapter.save_pretrained(target)
     assert sorted(p.name for p in target.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["wf"]
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]

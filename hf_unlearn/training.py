@@ -1,0 +1,343 @@
+"""Untraining: teach every row of the weight filters at once (WF-Net's one training round).
+
+For a batch of labelled samples ``(x, y)``:
+
+- *forget pass*: each sample runs with a forget set that contains its own class ``y`` (``{y}``,
+  or with probability ``set_prob`` a random set of up to ``max_set_size`` classes containing ``y``),
+  and its cross-entropy is pushed **up** through the bounded term ``1 / (CE + eps)``;
+- *retain pass*: each sample runs ``retain_rows`` (T) more times with random forget sets that do
+  **not** contain ``y``; its cross-entropy is pushed **down**;
+- *regulariser*: ``mean(1 - alpha)`` over all filters keeps most of them at 1, so each row switches
+  off only what its class needs.
+
+``L = lambda_retain * CE_retain + lambda_forget * mean(1 / (CE_forget + eps)) + lambda_reg * mean(1 - alpha)``
+
+All passes of a batch run as one forward with a per-sample selection. The backbone is frozen and in
+eval mode (BatchNorm statistics fixed); only the filters learn. Runs on ``accelerate`` (one or many
+processes, DDP over gloo on CPU), with checkpoints that a killed run resumes from exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .tuners.weight_filter import WeightFilterLayer
+
+
+@dataclass
+class UntrainingArguments:
+    """Hyperparameters and run controls of one untraining round (all classes at once).
+
+    Defaults are the measured best on Fashion-MNIST (recipes/README.md records the search).
+    """
+
+    epochs: float = 3.0
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    optimizer: str = "adam"  # adam | adamw | sgd
+    weight_decay: float = 0.0
+    lr_scheduler: str = "constant"  # constant | cosine | linear
+    warmup_steps: int = 0
+    lambda_retain: float = 1.0
+    lambda_forget: float = 1.0
+    lambda_reg: float = 0.0
+    inverse_ce_eps: float = 1e-2
+    retain_rows: int = 1
+    max_set_size: int = 2
+    set_prob: float = 0.5
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    seed: int = 0
+    checkpoint_every: int = 0  # steps; 0 = no intermediate checkpoints
+    max_steps: int = 0  # stop after this many optimiser steps (0 = use epochs)
+    log_every: int = 20
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_forget_sets(
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    contain: bool,
+    max_set_size: int,
+    set_prob: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Random forget sets, one per label: ``(B, max_set_size)`` class ids padded with -1.
+
+    ``contain=True``: every set holds the sample's own class (a forget pair).
+    ``contain=False``: no set holds it (a retain pair). Set sizes are 1, or with probability
+    ``set_prob`` uniform in ``2..max_set_size``.
+    """
+    batch = labels.shape[0]
+    width = max(1, min(max_set_size, num_classes - (0 if contain else 1)))
+    sizes = torch.ones(batch, dtype=torch.long)
+    if width > 1 and set_prob > 0:
+        grow = torch.rand(batch, generator=generator) < set_prob
+        sizes = torch.where(grow, torch.randint(2, width + 1, (batch,), generator=generator), sizes)
+    # A random permutation of the other classes per sample; take the first entries.
+    scores = torch.rand(batch, num_classes, generator=generator)
+    scores[torch.arange(batch), labels] = 2.0  # the own class sorts last among "others"
+    others = scores.argsort(dim=1)[:, : num_classes - 1]
+    out = torch.full((batch, width), -1, dtype=torch.long)
+    if contain:
+        out[:, 0] = labels
+        extra = others[:, : width - 1]
+        keep = torch.arange(width - 1)[None, :] < (sizes[:, None] - 1)
+        out[:, 1:] = torch.where(keep, extra, torch.full_like(extra, -1))
+    else:
+        extra = others[:, :width]
+        keep = torch.arange(width)[None, :] < sizes[:, None]
+        out[:] = torch.where(keep, extra, torch.full_like(extra, -1))
+    return out
+
+
+def _pad_to(sel: torch.Tensor, width: int) -> torch.Tensor:
+    if sel.shape[1] == width:
+        return sel
+    pad = torch.full((sel.shape[0], width - sel.shape[1]), -1, dtype=sel.dtype)
+    return torch.cat([sel, pad], dim=1)
+
+
+def expand_batch(pixel_values, labels, num_classes, args: UntrainingArguments, generator):
+    """Build the single forward of a step: B forget pairs followed by T*B retain pairs."""
+    forget = sample_forget_sets(
+        labels, num_classes, contain=True, max_set_size=args.max_set_size, set_prob=args.set_prob, generator=generator
+    )
+    rep = labels.repeat(args.retain_rows)
+    retain = sample_forget_sets(
+        rep, num_classes, contain=False, max_set_size=args.max_set_size, set_prob=args.set_prob, generator=generator
+    )
+    width = max(forget.shape[1], retain.shape[1])
+    selection = torch.cat([_pad_to(forget, width), _pad_to(retain, width)])
+    pixels = torch.cat([pixel_values] + [pixel_values] * args.retain_rows)
+    return pixels, torch.cat([labels, rep]), selection
+
+
+def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments):
+    """The untraining objective on the expanded batch; returns ``(loss, parts)``."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    forget_ce, retain_ce = ce[:batch], ce[batch:]
+    forget_term = (1.0 / (forget_ce + args.inverse_ce_eps)).mean()
+    retain_term = retain_ce.mean()
+    reg = torch.stack([(1 - v).mean() for v in filter_values]).mean() if args.lambda_reg else logits.new_zeros(())
+    loss = args.lambda_retain * retain_term + args.lambda_forget * forget_term + args.lambda_reg * reg
+    parts = {"retain_ce": retain_term.detach(), "forget_ce": forget_ce.mean().detach(), "reg": reg.detach()}
+    return loss, parts
+
+
+def _make_optimizer(params, args: UntrainingArguments):
+    name = args.optimizer.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=args.learning_rate, momentum=0.9, weight_decay=args.weight_decay)
+    raise ValueError(f"Unknown optimizer {args.optimizer!r}: use adam, adamw or sgd.")
+
+
+def _make_scheduler(optimizer, args: UntrainingArguments, total_steps: int):
+    warm = max(0, args.warmup_steps)
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        if args.lr_scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if args.lr_scheduler == "linear":
+            return 1.0 - progress
+        if args.lr_scheduler == "constant":
+            return 1.0
+        raise ValueError(f"Unknown lr_scheduler {args.lr_scheduler!r}: use constant, cosine or linear.")
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _filter_values(model) -> list[torch.Tensor]:
+    values = []
+    for module in model.modules():
+        if isinstance(module, WeightFilterLayer):
+            for name in module.active_adapters:
+                if name in module.weight_filter_theta:
+                    values.append(module.filters(name))
+    return values
+
+
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    # Derived from (seed, step, rank) alone, so a resumed run draws the same forget sets.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63))
+
+
+def untrain(
+    adapter,
+    train_loader,
+    args: UntrainingArguments,
+    *,
+    accelerator=None,
+    output_dir: Optional[str] = None,
+    resume_from: Optional[str] = None,
+    steps_per_epoch: Optional[int] = None,
+    _crash_after_step: Optional[int] = None,
+) -> dict:
+    """Run one untraining round on ``adapter`` (an ``UnlearnAdapter``) and return a summary dict.
+
+    Args:
+        train_loader: a DataLoader yielding ``{"pixel_values", "labels"}`` over the training split
+            (all classes). Map-style loaders are sharded by ``accelerator.prepare``; pass an
+            ``IterableDataset`` loader already sharded per rank only if you know what you do (see
+            ``hf_unlearn.data``).
+        accelerator: an ``accelerate.Accelerator`` (one is made if None).
+        output_dir: where ``checkpoint-<step>`` folders go (with ``args.checkpoint_every``).
+        resume_from: a checkpoint folder, or ``"latest"`` for the newest one in ``output_dir``.
+        steps_per_epoch: needed for streaming loaders without ``len()`` (optimiser steps per epoch).
+
+    Example:
+
+    ```py
+    >>> adapter = UnlearnAdapter.attach(model)
+    >>> summary = untrain(adapter, loader, UntrainingArguments(epochs=3))
+    ```
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    if accelerator is None:
+        accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
+        )
+    set_seed(args.seed)
+    model = adapter.model
+    model.eval()  # frozen backbone: BatchNorm statistics and dropout stay as trained
+    for name, param in model.named_parameters():
+        param.requires_grad = "weight_filter_theta" in name
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("The adapter has no trainable filters: load it with is_trainable=True.")
+    optimizer = _make_optimizer(params, args)
+    num_classes = adapter.num_classes
+
+    is_iterable = isinstance(getattr(train_loader, "dataset", None), torch.utils.data.IterableDataset)
+    if steps_per_epoch is None:
+        try:
+            batches = len(train_loader)
+        except TypeError as err:
+            raise ValueError("A streaming loader has no length: pass steps_per_epoch=.") from err
+        # After sharding, each rank sees about 1/world of the batches.
+        batches = math.ceil(batches / accelerator.num_processes)
+        steps_per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
+    total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    scheduler = _make_scheduler(optimizer, args, total_steps)
+
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    train_loader = accelerator.prepare(train_loader)
+
+    completed = 0
+    if resume_from:
+        checkpoint = _find_checkpoint(output_dir, resume_from)
+        accelerator.load_state(str(checkpoint))
+        completed = json.loads((checkpoint / "progress.json").read_text())["completed_steps"]
+        accelerator.print(f"Resumed from {checkpoint} at step {completed}.")
+
+    bar = tqdm(total=total_steps, initial=completed, disable=not (args.progress and accelerator.is_main_process),
+               desc="untraining", unit="step")
+    history, start = [], time.perf_counter()
+    step = completed
+    micro = 0
+    epoch = completed // steps_per_epoch
+    done = step >= total_steps
+    while not done:
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        loader = train_loader
+        skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
+        if skip > 0 and not is_iterable:
+            loader = accelerator.skip_first_batches(train_loader, skip)
+        steps_this_epoch = 0
+        with accelerator.join_uneven_inputs([model]):
+            for batch in loader:
+                gen = _step_generator(args.seed, step * args.gradient_accumulation_steps + micro, accelerator.process_index)
+                labels = batch["labels"]
+                pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), num_classes, args, gen)
+                pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
+                with accelerator.accumulate(model):
+                    logits = model(pixel_values=pixels, forget=selection).logits
+                    loss, parts = untraining_loss(
+                        logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args
+                    )
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                micro += 1
+                if not accelerator.sync_gradients:
+                    continue
+                micro = 0
+                step += 1
+                steps_this_epoch += 1
+                bar.update(1)
+                if step % max(1, args.log_every) == 0 or step == total_steps:
+                    record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+                    history.append(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", forget_ce=f"{record['forget_ce']:.2f}")
+                    accelerator.log(record, step=step)
+                if output_dir and args.checkpoint_every and step % args.checkpoint_every == 0:
+                    _save_checkpoint(accelerator, output_dir, step)
+                if _crash_after_step is not None and step == _crash_after_step:
+                    os._exit(17)  # simulate a killed process (tests): no cleanup, no final save
+                if step >= total_steps:
+                    done = True
+                    break
+        epoch += 1
+        if steps_this_epoch == 0:
+            break
+    bar.close()
+    accelerator.wait_for_everyone()
+    seconds = time.perf_counter() - start
+    return {
+        "steps": step,
+        "epochs": step / steps_per_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "seconds": seconds,
+        "num_processes": accelerator.num_processes,
+        "history": history,
+        "args": args.to_dict(),
+    }
+
+
+def _save_checkpoint(accelerator, output_dir: str, step: int) -> None:
+    path = Path(output_dir) / f"checkpoint-{step}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / "progress.json").write_text(json.dumps({"completed_steps": step}))
+    accelerator.wait_for_everyone()
+
+
+def _find_checkpoint(output_dir: Optional[str], resume_from: str) -> Path:
+    if resume_from != "latest":
+        path = Path(resume_from)
+        if not (path / "progress.json").is_file():
+            raise FileNotFoundError(f"{path} is not a complete untraining checkpoint (no progress.json).")
+        return path
+    if not output_dir:
+        raise ValueError("resume_from='latest' needs output_dir.")
+    candidates = [p for p in Path(output_dir).glob("checkpoint-*") if (p / "progress.json").is_file()]
+    if not candidates:
+        raise FileNotFoundError(f"No complete checkpoint-* folder in {output_dir} to resume from.")
+    return max(candidates, key=lambda p: int(p.name.split("-")[-1]))

@@ -1,0 +1,225 @@
+"""The job behind ``accelerate launch recipes/train.py``: load a base model and data, untrain every
+class in one round, save the adapter with its resolved config, and evaluate every row.
+
+```bash
+accelerate launch recipes/train.py --config recipes/configs/fashion_mnist_resnet.yaml
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from .training import UntrainingArguments
+
+CONFIG_FILENAME = "untraining_config.yaml"
+METRICS_FILENAME = "untraining_metrics.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Untrain every class of a classifier in one round (weight-filter adapter).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", default=None, help="YAML file pre-filling these options (flags win)")
+    parser.add_argument("--base_model", default=None,
+                        help="folder or Hub id of the trained classifier, e.g. runs/base-resnet or microsoft/resnet-50")
+    parser.add_argument("--base_model_revision", default=None)
+    parser.add_argument("--output_dir", default=None, help="where the adapter, config, metrics and checkpoints go")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, digits, a local folder/parquet, or a Hub id")
+    data.add_argument("--dataset_revision", default=None)
+    data.add_argument("--train_split", default="train")
+    data.add_argument("--eval_split", default="test", help="split for the per-row report ('' to skip)")
+    data.add_argument("--image_column", default=None)
+    data.add_argument("--label_column", default=None)
+    data.add_argument("--streaming", action="store_true")
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--max_eval_samples", type=int, default=None)
+    data.add_argument("--eval_batch_size", type=int, default=256)
+    adapter = parser.add_argument_group("adapter")
+    adapter.add_argument("--target_modules", nargs="+", default=None, help="default: per model_type")
+    adapter.add_argument("--parametrization", choices=["sigmoid", "clamp"], default="sigmoid")
+    adapter.add_argument("--init_logit_max", type=float, default=3.0)
+    train = parser.add_argument_group("untraining (hf_unlearn.training.UntrainingArguments)")
+    for f in fields(UntrainingArguments):
+        if f.name == "progress":
+            continue
+        kind = type(f.default)
+        train.add_argument(f"--{f.name}", type=kind, default=f.default)
+    run = parser.add_argument_group("run")
+    run.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
+    run.add_argument("--report_to", default=None, help="accelerate tracker(s), e.g. tensorboard")
+    run.add_argument("--cpu", action="store_true", help="force CPU (gives gloo DDP on a CPU box)")
+    run.add_argument("--num_threads", type=int, default=None)
+    run.add_argument("--no_progress", action="store_true")
+    run.add_argument("--crash_after_step", type=int, default=None, help=argparse.SUPPRESS)  # tests only
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """``--config file.yaml`` pre-fills defaults; flags given on the command line win."""
+    from .base_training import _load_yaml
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        parser.set_defaults(**_load_yaml(pre.config, parser))
+    args = parser.parse_args(argv)
+    if not args.base_model or not args.output_dir:
+        parser.error("--base_model and --output_dir are required (on the command line or in --config)")
+    return args
+
+
+def resolve_args(values: Optional[Mapping[str, Any]] = None, **overrides) -> argparse.Namespace:
+    """Defaults filled in for a plain dict of options (as tests pass them)."""
+    args = vars(build_parser().parse_args([]))
+    given = {**(values or {}), **overrides}
+    unknown = sorted(set(given) - set(args))
+    if unknown:
+        raise ValueError(f"unknown options {unknown}")
+    args.update(given)
+    return argparse.Namespace(**args)
+
+
+def untraining_arguments(args: argparse.Namespace) -> UntrainingArguments:
+    values = {f.name: getattr(args, f.name) for f in fields(UntrainingArguments) if hasattr(args, f.name)}
+    values["progress"] = not args.no_progress
+    return UntrainingArguments(**values)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Untrain, save and evaluate; returns the metrics also written to ``untraining_metrics.json``."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from .adapter import UnlearnAdapter
+    from .base_training import _machine, _versions, _write_config
+    from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
+    from .training import untrain
+    from .tuners.weight_filter import WeightFilterConfig
+
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    targs = untraining_arguments(args)
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        gradient_accumulation_steps=targs.gradient_accumulation_steps,
+        mixed_precision=targs.mixed_precision,
+        log_with=args.report_to,
+        project_dir=args.output_dir,
+        # even_batches=False + join_uneven_inputs: every example exactly once per epoch under DDP.
+        dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
+    )
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_config(args, str(out / CONFIG_FILENAME))
+    if args.report_to:
+        accelerator.init_trackers("hf_unlearn", config={k: v for k, v in vars(args).items() if v is not None})
+
+    base = AutoModelForImageClassification.from_pretrained(
+        args.base_model, revision=args.base_model_revision, use_safetensors=True
+    )
+    processor = AutoImageProcessor.from_pretrained(args.base_model, revision=args.base_model_revision)
+    with accelerator.main_process_first():
+        train_data = load_image_dataset(
+            args.dataset, split=args.train_split, streaming=args.streaming, image_column=args.image_column,
+            label_column=args.label_column, revision=args.dataset_revision,
+        )
+    check_labels_match(train_data, base.config)
+    train_data = subsample(train_data, args.max_train_samples, seed=args.seed)
+    num_channels = base.config.num_channels
+    loader = build_dataloader(train_data, processor, num_channels=num_channels, batch_size=targs.batch_size,
+                              shuffle=True, seed=targs.seed, progress=accelerator.is_main_process and targs.progress)
+    steps_per_epoch = None
+    if args.streaming:
+        if not train_data.num_rows:
+            raise ValueError("Streaming needs a known split size: pass --max_train_samples.")
+        import math
+
+        per_rank = math.ceil(train_data.num_rows / (targs.batch_size * accelerator.num_processes))
+        steps_per_epoch = max(1, math.ceil(per_rank / targs.gradient_accumulation_steps))
+
+    config = WeightFilterConfig(
+        target_modules=args.target_modules, parametrization=args.parametrization,
+        init_logit_max=args.init_logit_max, base_model_name_or_path=args.base_model,
+        revision=args.base_model_revision,
+    )
+    adapter = UnlearnAdapter.attach(base, config, image_processor=processor)
+    summary = untrain(
+        adapter, loader, targs, accelerator=accelerator, output_dir=str(out / "checkpoints"),
+        resume_from=args.resume, steps_per_epoch=steps_per_epoch, _crash_after_step=args.crash_after_step,
+    )
+    accelerator.wait_for_everyone()
+    metrics = {
+        "untraining_time_s": round(summary["seconds"], 3),
+        "steps": summary["steps"],
+        "epochs": summary["epochs"],
+        "num_processes": summary["num_processes"],
+        "history": summary["history"],
+        "base_model": args.base_model,
+        "dataset": args.dataset,
+        "num_train_examples": train_data.num_rows,
+        "filters_per_class": sum(m.out_features for m in adapter.filter_layers().values()),
+        "filtered_layers": len(adapter.filter_layers()),
+        "seed": targs.seed,
+        "versions": _versions(),
+        "machine": _machine(accelerator),
+    }
+    if args.eval_split:
+        from .evaluation.runner import evaluate_rows
+
+        eval_data = load_image_dataset(args.dataset, split=args.eval_split, image_column=args.image_column,
+                                       label_column=args.label_column, revision=args.dataset_revision)
+        eval_data = subsample(eval_data, args.max_eval_samples, seed=args.seed)
+        eval_loader = build_dataloader(eval_data, processor, num_channels=num_channels,
+                                       batch_size=args.eval_batch_size, shuffle=False, seed=0, progress=False)
+        eval_loader = accelerator.prepare(eval_loader)
+        result = evaluate_rows(adapter, eval_loader, accelerator=accelerator, progress=targs.progress)
+        s = result["summary"]
+        metrics["evaluation"] = {
+            "split": args.eval_split,
+            "n_samples": result["n_samples"],
+            "base_accuracy": result["base_accuracy"],
+            "mean_forget_acc": s["mean_forget_acc"],
+            "mean_retain_acc": s["mean_retain_acc"],
+            "mean_base_retain_acc": s["mean_base_retain_acc"],
+            "mean_retain_drop": s["mean_retain_drop"],
+            "worst_retain_drop": s["worst_retain_drop"],
+            "worst_drop_row": s["worst_drop_row"],
+            "forget_acc_per_class": s["forget_acc_per_class"],
+            "retain_acc_per_class": s["retain_acc_per_class"],
+            "base_retain_acc_per_class": s["base_retain_acc_per_class"],
+        }
+    if accelerator.is_main_process:
+        adapter.save_pretrained(out)
+        tmp = out / (METRICS_FILENAME + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2, default=float))
+        os.replace(tmp, out / METRICS_FILENAME)
+        ev = metrics.get("evaluation")
+        if ev:
+            accelerator.print(
+                f"untrained {len(adapter.id2label)} classes in {metrics['untraining_time_s']:.1f} s; "
+                f"mean forget acc {ev['mean_forget_acc']:.2f}%, mean retain acc {ev['mean_retain_acc']:.2f}% "
+                f"(base {ev['mean_base_retain_acc']:.2f}%, drop {ev['mean_retain_drop']:.2f} pt, "
+                f"worst {ev['worst_retain_drop']:.2f} pt); saved to {out}"
+            )
+    if args.report_to:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    return run(parse_args(argv))
