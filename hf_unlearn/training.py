@@ -191,6 +191,7 @@ def untrain(
     output_dir: Optional[str] = None,
     resume_from: Optional[str] = None,
     steps_per_epoch: Optional[int] = None,
+    on_batch=None,
     _crash_after_step: Optional[int] = None,
 ) -> dict:
     """Run one untraining round on ``adapter`` (an ``UnlearnAdapter``) and return a summary dict.
@@ -204,6 +205,7 @@ def untrain(
         output_dir: where ``checkpoint-<step>`` folders go (with ``args.checkpoint_every``).
         resume_from: a checkpoint folder, or ``"latest"`` for the newest one in ``output_dir``.
         steps_per_epoch: needed for streaming loaders without ``len()`` (optimiser steps per epoch).
+        on_batch: optional ``fn(batch, epoch, accelerator)`` called with every batch a process trains on.
 
     Example:
 
@@ -246,7 +248,9 @@ def untrain(
     scheduler = _make_scheduler(optimizer, args, total_steps)
 
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    train_loader = accelerator.prepare(train_loader)
+    if not is_iterable:
+        # accelerate shards map-style data; with even_batches=False nothing is padded or repeated.
+        train_loader = accelerator.prepare(train_loader)
 
     completed = 0
     if resume_from:
@@ -263,47 +267,68 @@ def untrain(
     epoch = completed // steps_per_epoch
     done = step >= total_steps
     while not done:
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        loader = train_loader
+        loader = _epoch_loader(train_loader, accelerator, epoch, is_iterable)
+        iterator = iter(loader)
+        # Resume mid-epoch: this rank's batches already trained on are skipped (read and dropped
+        # for a stream, which replays the same order for the same epoch).
         skip = (step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
-        if skip > 0 and not is_iterable:
-            loader = accelerator.skip_first_batches(train_loader, skip)
-        steps_this_epoch = 0
-        with accelerator.join_uneven_inputs([model]):
-            for batch in loader:
-                gen = _step_generator(args.seed, step * args.gradient_accumulation_steps + micro, accelerator.process_index)
-                labels = batch["labels"]
-                pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), num_classes, args, gen)
-                pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
-                with accelerator.accumulate(model):
-                    logits = model(pixel_values=pixels, forget=selection).logits
-                    loss, parts = untraining_loss(
-                        logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args
+        for _ in range(max(0, skip)):
+            next(iterator, None)
+        steps_this_epoch, last = 0, None
+        while True:
+            batch = next(iterator, None)
+            # Ranks can hold unequal shares (every example exactly once, no padding). All ranks
+            # step together; a rank out of data replays its last batch with weight 0, and each
+            # rank's loss is weighted by its share, so the averaged gradient is the mean over all
+            # real samples of the step.
+            n_local = 0 if batch is None else int(batch["labels"].shape[0])
+            counts = accelerator.gather(torch.tensor([n_local], device=accelerator.device))
+            total = int(counts.sum())
+            if total == 0:
+                break
+            if batch is None:
+                if last is None:
+                    raise ValueError(
+                        f"Process {accelerator.process_index} got no training batch at all: the dataset is too "
+                        f"small for {accelerator.num_processes} processes at batch size {args.batch_size}."
                     )
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                micro += 1
-                if not accelerator.sync_gradients:
-                    continue
-                micro = 0
-                step += 1
-                steps_this_epoch += 1
-                bar.update(1)
-                if step % max(1, args.log_every) == 0 or step == total_steps:
-                    record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
-                    history.append(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", forget_ce=f"{record['forget_ce']:.2f}")
-                    accelerator.log(record, step=step)
-                if output_dir and args.checkpoint_every and step % args.checkpoint_every == 0:
-                    _save_checkpoint(accelerator, output_dir, step)
-                if _crash_after_step is not None and step == _crash_after_step:
-                    os._exit(17)  # simulate a killed process (tests): no cleanup, no final save
-                if step >= total_steps:
-                    done = True
-                    break
+                batch = last
+            elif on_batch is not None:
+                on_batch(batch, epoch, accelerator)
+            last = batch
+            weight = n_local * accelerator.num_processes / total
+            gen = _step_generator(args.seed, step * args.gradient_accumulation_steps + micro, accelerator.process_index)
+            labels = batch["labels"]
+            pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), num_classes, args, gen)
+            pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
+            with accelerator.accumulate(model):
+                logits = model(pixel_values=pixels, forget=selection).logits
+                loss, parts = untraining_loss(
+                    logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args
+                )
+                accelerator.backward(loss * weight)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            micro = 0
+            step += 1
+            steps_this_epoch += 1
+            bar.update(1)
+            if step % max(1, args.log_every) == 0 or step == total_steps:
+                record = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+                history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", forget_ce=f"{record['forget_ce']:.2f}")
+                accelerator.log(record, step=step)
+            if output_dir and args.checkpoint_every and step % args.checkpoint_every == 0:
+                _save_checkpoint(accelerator, output_dir, step)
+            if _crash_after_step is not None and step == _crash_after_step:
+                os._exit(17)  # simulate a killed process (tests): no cleanup, no final save
+            if step >= total_steps:
+                done = True
+                break
         epoch += 1
         if steps_this_epoch == 0:
             break
@@ -319,6 +344,30 @@ def untrain(
         "history": history,
         "args": args.to_dict(),
     }
+
+
+def _epoch_loader(train_loader, accelerator, epoch: int, is_iterable: bool):
+    """The loader for one epoch on this rank.
+
+    Map-style loaders were prepared (sharded) by accelerate. A stream is sharded here, once, with
+    ``split_dataset_by_node`` and is NOT prepared: sharding it twice would silently drop half of
+    the examples with two ranks.
+    """
+    if not is_iterable:
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        return train_loader
+    dataset = train_loader.dataset
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    if accelerator.num_processes == 1:
+        return train_loader
+    from datasets.distributed import split_dataset_by_node
+
+    shard = split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    return torch.utils.data.DataLoader(
+        shard, batch_size=train_loader.batch_size, collate_fn=train_loader.collate_fn, drop_last=train_loader.drop_last
+    )
 
 
 def _save_checkpoint(accelerator, output_dir: str, step: int) -> None:

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> dict:
         mixed_precision=targs.mixed_precision,
         log_with=args.report_to,
         project_dir=args.output_dir,
-        # even_batches=False + join_uneven_inputs: every example exactly once per epoch under DDP.
+        # even_batches=False: no padding, every example exactly once per epoch under DDP (the loop
+        # keeps ranks with unequal shares in step; see hf_unlearn.training).
         dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
     )
     out = Path(args.output_dir)

@@ -1,0 +1,102 @@
+"""Measuring class unlearning: accuracy matrix, forget/retain accuracy, MIA, ZRF, probes,
+plots and reports.
+
+Everything here is model-agnostic: functions take predictions, logits, confidences or features
+(numpy arrays, lists or torch tensors) that the caller computed. Importing this package is
+cheap (numpy only); scikit-learn, matplotlib, torch/accelerate and evaluate are imported inside
+the functions that need them.
+
+Two `evaluate` metric modules ship in ``hf_unlearn/evaluation/metrics/`` (a data folder, not a
+package: ``hf_unlearn.evaluation.metrics`` is the ``metrics.py`` module). Load them offline
+with :func:`load_metric`::
+
+    from hf_unlearn.evaluation import load_metric
+    metric = load_metric("forget_retain_accuracy")
+    metric.compute(predictions=preds, references=labels, forget_classes=[3])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .gather import collect_predictions
+from .metrics import (
+    RetainPairs,
+    accuracy_matrix,
+    class_counts,
+    linear_probe_accuracy,
+    mia_efficacy,
+    per_class_accuracy,
+    sample_retain_pairs,
+    sampled_retain_estimate,
+    set_accuracy,
+    summarize_matrix,
+    true_label_confidence,
+    zrf_score,
+)
+from .plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain
+from .report import environment_info, write_report
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+METRIC_NAMES = ("forget_retain_accuracy", "mia_efficacy")
+
+__all__ = [
+    "METRICS_DIR",
+    "METRIC_NAMES",
+    "RetainPairs",
+    "accuracy_matrix",
+    "class_counts",
+    "collect_predictions",
+    "environment_info",
+    "linear_probe_accuracy",
+    "load_metric",
+    "metric_path",
+    "mia_efficacy",
+    "per_class_accuracy",
+    "plot_accuracy_matrix",
+    "plot_filter_sparsity",
+    "plot_forget_retain",
+    "sample_retain_pairs",
+    "sampled_retain_estimate",
+    "set_accuracy",
+    "summarize_matrix",
+    "true_label_confidence",
+    "write_report",
+    "zrf_score",
+]
+
+
+def metric_path(name: str) -> Path:
+    """Path of a packaged `evaluate` metric module: ``forget_retain_accuracy`` or ``mia_efficacy``.
+
+    Example:
+        >>> metric_path("forget_retain_accuracy").name
+        'forget_retain_accuracy.py'
+    """
+    stem = name[:-3] if name.endswith(".py") else name
+    path = METRICS_DIR / f"{stem}.py"
+    if stem not in METRIC_NAMES or not path.is_file():
+        raise ValueError(
+            f"Unknown hf_unlearn metric {name!r}; available: {', '.join(METRIC_NAMES)}. "
+            "For evaluate's own metrics use evaluate.load(...) directly (needs the Hub)."
+        )
+    return path
+
+
+def load_metric(name: str, **kwargs: Any):
+    """Load a packaged metric with ``evaluate.load`` from its local path (works offline).
+
+    ``kwargs`` go to ``evaluate.load`` (e.g. ``keep_in_memory=True``, ``num_process``,
+    ``process_id``, ``experiment_id``). evaluate is imported here, not at package import (~6 s).
+
+    Example::
+
+        metric = load_metric("forget_retain_accuracy")
+        metric.compute(predictions=[1, 1, 2, 2], references=[0, 1, 2, 2], forget_classes=[0])
+        # {'forget_accuracy': 0.0, 'retain_accuracy': 100.0, 'accuracy': 75.0, 'n_forget': 1, 'n_retain': 3}
+    """
+    path = metric_path(name)
+    import evaluate
+
+    return evaluate.load(str(path), **kwargs)

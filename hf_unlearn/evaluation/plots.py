@@ -1,0 +1,263 @@
+"""PNG figures for unlearning results (matplotlib, no display needed).
+
+Figures are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas), never through pyplot, so
+the caller's backend and open figures are left alone. Each function writes the PNG to a
+temporary file next to ``path`` and renames it into place: no half-written file is ever left.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_accuracy_matrix", "plot_filter_sparsity", "plot_forget_retain"]
+
+_SERIES_COLORS = {"unlearned": "#d62728", "base": "#7f7f7f", "retrain": "#1f77b4"}
+_CELL_TEXT_LIMIT = 30  # numbers in cells up to this many columns; beyond that they are unreadable
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _names(class_names: Sequence[str] | None, n: int, what: str = "class_names") -> list[str]:
+    if class_names is None:
+        return [str(i) for i in range(n)]
+    names = [str(c) for c in class_names]
+    if len(names) != n:
+        raise ValueError(f"`{what}` has {len(names)} entries but the data has {n}.")
+    return names
+
+
+def _matrix(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"`{name}` must be a non-empty 2-D array, got shape {arr.shape}.")
+    return arr
+
+
+def _cell_text(ax, M: np.ndarray, fmt: str, vmin: float, vmax: float, cmap) -> None:
+    if M.shape[1] > _CELL_TEXT_LIMIT or M.shape[0] > 4 * _CELL_TEXT_LIMIT:
+        return
+    size = max(5, min(10, 200 / max(M.shape)))
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            v = M[i, j]
+            if not np.isfinite(v):
+                continue
+            r, g, b, _ = cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)
+            color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=size, color=color)
+
+
+def plot_accuracy_matrix(
+    A: Any, class_names: Sequence[str] | None, path: str | os.PathLike, *, title: str | None = None
+) -> Path:
+    """Heatmap of the accuracy matrix ``A[c][y]`` (%): rows = forgotten class c, columns = test
+    class y, with the value in each cell (up to 30 classes). A good model shows a dark diagonal
+    (FA ~0) on a bright background (RA ~ base).
+
+    Example::
+
+        plot_accuracy_matrix(A, ["T-shirt", "Trouser", ...], "out/accuracy_matrix.png")
+    """
+    from matplotlib import colormaps
+
+    A = _matrix(A, "A")
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(f"`A` must be square (N, N), got {A.shape}.")
+    names = _names(class_names, A.shape[0])
+    n = A.shape[0]
+    side = min(max(4.0, 0.55 * n + 2.0), 40.0)
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.add_subplot(1, 1, 1)
+    cmap = colormaps["viridis"]
+    im = ax.imshow(np.ma.masked_invalid(A), cmap=cmap, vmin=0.0, vmax=100.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="accuracy (%)")
+    if n <= 60:
+        ax.set_xticks(range(n), names, rotation=45 if n > 5 else 0, ha="right" if n > 5 else "center")
+        ax.set_yticks(range(n), names)
+    ax.set_xlabel("test class y")
+    ax.set_ylabel("forgotten class c (row)")
+    ax.set_title(title or "Accuracy A[c][y] (%): diagonal = forget accuracy")
+    _cell_text(ax, A, ".0f" if n > 12 else ".1f", 0.0, 100.0, cmap)
+    return _save(fig, path)
+
+
+_FA_KEYS = ("forget_acc", "forget_acc_per_class")
+_RA_KEYS = ("retain_acc", "retain_acc_per_class")
+
+
+def _series_values(series: Any, keys: tuple[str, ...], label: str, n: int) -> np.ndarray | None:
+    for key in keys:
+        if key in series and series[key] is not None:
+            arr = np.asarray(series[key], dtype=np.float64)
+            if arr.shape != (n,):
+                raise ValueError(f"Series {label!r}: `{key}` must have {n} values (one per class), got {arr.shape}.")
+            return arr
+    return None
+
+
+def plot_forget_retain(
+    per_class: Mapping[str, Mapping[str, Any]],
+    class_names: Sequence[str] | None,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Grouped bars per class: forget accuracy (top) and retain accuracy (bottom) for each series.
+
+    Args:
+        per_class: ``{series_name: {"forget_acc": (N,), "retain_acc": (N,)}}``, e.g. series
+            ``"unlearned"``, ``"base"`` and optionally ``"retrain"`` (any names, drawn in the
+            given order). The output of :func:`summarize_matrix` works as a series as is
+            (``forget_acc_per_class``/``retain_acc_per_class``). A series may lack one of the
+            two; for the base model use ``{"forget_acc": base_per_class_acc,
+            "retain_acc": base_retain_acc_per_class}``.
+        class_names: N names (or None for indices).
+        path: PNG path.
+
+    Example::
+
+        plot_forget_retain({"unlearned": summary,
+                            "base": {"forget_acc": summary["base_forget_acc_per_class"],
+                                     "retain_acc": summary["base_retain_acc_per_class"]}},
+                           class_names, "out/forget_retain.png")
+    """
+    if not isinstance(per_class, Mapping) or not per_class:
+        raise ValueError("`per_class` must be a non-empty dict {series_name: {'forget_acc': ..., 'retain_acc': ...}}.")
+    first = next(iter(per_class.values()))
+    n = None
+    for key in _FA_KEYS + _RA_KEYS:
+        if isinstance(first, Mapping) and first.get(key) is not None:
+            n = len(first[key])
+            break
+    if n is None or n == 0:
+        raise ValueError("Each series needs 'forget_acc' and/or 'retain_acc' with one value per class.")
+    names = _names(class_names, n)
+    values = {}
+    for label, series in per_class.items():
+        if not isinstance(series, Mapping):
+            raise ValueError(f"Series {label!r} must be a dict with 'forget_acc'/'retain_acc'.")
+        fa = _series_values(series, _FA_KEYS, label, n)
+        ra = _series_values(series, _RA_KEYS, label, n)
+        if fa is None and ra is None:
+            raise ValueError(f"Series {label!r} has neither 'forget_acc' nor 'retain_acc'.")
+        values[label] = (fa, ra)
+
+    width_in = min(max(6.0, 0.5 * n * max(1, len(values)) * 0.6 + 2.0), 40.0)
+    fig = _new_figure(width_in, 7.0)
+    x = np.arange(n)
+    bar_w = 0.8 / len(values)
+    for k, (panel, what) in enumerate((("forget accuracy (%)", 0), ("retain accuracy (%)", 1))):
+        ax = fig.add_subplot(2, 1, k + 1)
+        for i, (label, pair) in enumerate(values.items()):
+            v = pair[what]
+            if v is None:
+                continue
+            xpos = x - 0.4 + bar_w * (i + 0.5)
+            bars = ax.bar(xpos, np.nan_to_num(v, nan=0.0), bar_w, label=label, color=_SERIES_COLORS.get(label))
+            # a dash at each bar's value, so that 0 (the goal for FA) is visibly not "missing"
+            ax.plot(xpos, v, linestyle="none", marker="_", markersize=max(4.0, 40.0 * bar_w),
+                    markeredgewidth=2.0, color=bars.patches[0].get_facecolor())
+        ax.set_ylabel(panel)
+        ax.set_ylim(0, 105)
+        ax.set_xlim(-0.6, n - 0.4)
+        if n <= 60:
+            ax.set_xticks(x, names if k == 1 else [""] * n, rotation=45 if n > 5 else 0,
+                          ha="right" if n > 5 else "center")
+        ax.grid(axis="y", alpha=0.3)
+        if k == 0:
+            ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncol=len(values), frameon=False)
+            fig.suptitle(title or "Per-class forget and retain accuracy (row c forgets class c)")
+    fig.axes[-1].set_xlabel("forgotten class c")
+    return _save(fig, path)
+
+
+def plot_filter_sparsity(
+    share_off: Mapping[str, Any],
+    class_names: Sequence[str] | None,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Heatmap of the share of each row's filters switched off, per filtered layer.
+
+    Args:
+        share_off: ``{layer_name: (N,) array}``: for each layer, the fraction (0-1) of its
+            filter components that row c switches off (how "off" is decided, e.g. alpha < 0.5,
+            is the caller's choice; put it in the title). Layers are drawn top to bottom in the
+            dict's order, classes left to right.
+        class_names: N names (or None for indices).
+        path: PNG path.
+
+    Example::
+
+        share = {name: (alpha < 0.5).float().mean(1).numpy() for name, alpha in filters.items()}
+        plot_filter_sparsity(share, class_names, "out/filter_sparsity.png")
+    """
+    from matplotlib import colormaps
+
+    if not isinstance(share_off, Mapping) or not share_off:
+        raise ValueError("`share_off` must be a non-empty dict {layer_name: array(num_classes)}.")
+    layers = list(share_off)
+    rows = []
+    for name in layers:
+        v = share_off[name]
+        if hasattr(v, "detach"):
+            v = v.detach().cpu().numpy()
+        v = np.asarray(v, dtype=np.float64)
+        if v.ndim != 1:
+            raise ValueError(f"share_off[{name!r}] must be 1-D (one value per class), got shape {v.shape}.")
+        rows.append(v)
+    n = len(rows[0])
+    if n == 0 or any(len(r) != n for r in rows):
+        raise ValueError("Every layer in `share_off` must give one value per class (same length).")
+    M = np.stack(rows)
+    finite = M[np.isfinite(M)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError("`share_off` values are shares in [0, 1].")
+    names = _names(class_names, n)
+    M = 100.0 * M  # shown in percent, cells and colour bar alike
+    vmax = max(100.0 * float(finite.max()) if finite.size else 0.0, 1e-4)
+    fig = _new_figure(min(max(5.0, 0.5 * n + 4.0), 40.0), min(max(3.0, 0.28 * len(layers) + 2.0), 60.0))
+    ax = fig.add_subplot(1, 1, 1)
+    cmap = colormaps["magma"]
+    im = ax.imshow(M, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
+    fig.colorbar(im, ax=ax, label="filters switched off (%)")
+    if n <= 60:
+        ax.set_xticks(range(n), names, rotation=45 if n > 5 else 0, ha="right" if n > 5 else "center")
+    ax.set_yticks(range(len(layers)), layers, fontsize=max(5, min(9, 400 / max(1, len(layers)))))
+    ax.set_xlabel("forgotten class c (row)")
+    ax.set_title(title or "Filters switched off (%), per layer and row")
+    if len(layers) <= 40:
+        _cell_text(ax, M, ".0f" if vmax >= 10 else ".1f", 0.0, vmax, cmap)
+    return _save(fig, path)
+

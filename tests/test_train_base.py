@@ -1,0 +1,191 @@
+"""Base-model presets and the train_base loop (recipes/train_base.py), on 8x8 digits, offline."""
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+import datasets
+
+from hf_unlearn.base_training import CONFIG_FILENAME, METRICS_FILENAME, parse_args, resolve_args, train_base
+from hf_unlearn.presets import MICRO_PRESETS, PRESETS, build_preset, preset_config, tiny_preset
+
+DIGITS = {i: str(i) for i in range(10)}
+# One torch thread: these models are tiny, and on a small shared machine several threads
+# contending for the cores make a run many times slower, not faster.
+FAST = {"num_threads": 1, "no_progress": True}
+
+
+@pytest.fixture(autouse=True)
+def hf_offline(monkeypatch, tmp_path):
+    """No network, HF caches in tmp_path (module constants too: they are read at import)."""
+    import huggingface_hub.constants as hub_constants
+
+    home = tmp_path / "hf_home"
+    for name, value in {"HF_HOME": home, "HF_DATASETS_CACHE": home / "datasets", "HF_HUB_OFFLINE": 1,
+                        "HF_DATASETS_OFFLINE": 1}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+    monkeypatch.setattr(datasets.config, "HF_MODULES_CACHE", home / "modules")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(home / "hub"))
+    threads = torch.get_num_threads()
+    yield home
+    torch.set_num_threads(threads)  # the runs below use one thread (see FAST)
+    from accelerate.state import AcceleratorState, GradientState
+
+    # train_base creates an Accelerator; leave no process-wide state to other tests
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+# -- presets ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_build_and_run(name):
+    model, processor = build_preset(name, num_labels=10, id2label=DIGITS)
+    size = processor.size["height"]
+    assert size == (8 if name in MICRO_PRESETS else 28)
+    assert model.config.num_channels == 1 and model.config.id2label == DIGITS
+    assert list(processor.image_mean) == [0.2860]
+    logits = model(pixel_values=torch.randn(2, 1, size, size)).logits
+    assert logits.shape == (2, 10)
+
+
+def test_preset_sizes_and_module_names():
+    model, _ = build_preset("resnet-tiny", num_labels=10)
+    assert 250_000 < sum(p.numel() for p in model.parameters()) < 350_000
+    names = {name for name, _ in model.named_modules()}
+    for stage in range(3):
+        for k in range(2):
+            assert f"resnet.encoder.stages.{stage}.layers.0.layer.{k}.convolution" in names
+    config, processor = preset_config("vit-tiny28", 10, image_size=28, image_mean=[0.3053], image_std=[0.3759])
+    assert (config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers) == (28, 4, 64, 4)
+    assert list(processor.image_std) == [0.3759]
+    # digits at 28x28 for a 28x28 preset (upsampled by the processor)
+    model, processor = build_preset("convnext-tiny28", num_labels=10)
+    assert model.config.patch_size == 2 and processor.size == {"height": 28, "width": 28}
+    assert tiny_preset("vit") == "vit-micro"
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(ValueError) as info:
+        build_preset("resnet-huge", num_labels=10)
+    assert "resnet-tiny" in str(info.value) and "vit-tiny28" in str(info.value)
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def test_train_base_on_digits_saves_a_reloadable_model(tmp_path):
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_unlearn.data import build_dataloader, load_image_dataset
+
+    out = tmp_path / "base-digits"
+    metrics = train_base({
+        "preset": "resnet-micro", "dataset": "digits", "epochs": 2, "batch_size": 32, "learning_rate": 1e-2,
+        "seed": 0, "output_dir": str(out), **FAST,
+    })
+    assert metrics["test_accuracy"] > 0.5  # chance is 0.1; ~0.9 with this seed
+    on_disk = json.loads((out / METRICS_FILENAME).read_text())
+    assert on_disk["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    for key in ("train_time_s", "epochs", "seed", "dataset", "preset", "torch_version", "transformers_version"):
+        assert key in on_disk
+    assert on_disk["epochs"] == 2 and on_disk["dataset"] == "digits" and on_disk["preset"] == "resnet-micro"
+    assert on_disk["machine"]["cpu_count"] == os.cpu_count() and on_disk["machine"]["platform"]
+    assert on_disk["num_eval_examples"] == 360 and len(on_disk["epoch_times_s"]) == 2
+    assert (out / "model.safetensors").is_file() and (out / "preprocessor_config.json").is_file()
+    config = yaml.safe_load((out / CONFIG_FILENAME).read_text())
+    assert config["preset"] == "resnet-micro" and config["learning_rate"] == 0.01
+
+    model = AutoModelForImageClassification.from_pretrained(str(out)).eval()
+    processor = AutoImageProcessor.from_pretrained(str(out))
+    assert model.config.id2label == DIGITS and model.config.label2id == {v: k for k, v in DIGITS.items()}
+    assert list(processor.image_mean) == pytest.approx([0.3053])  # digits statistics were used
+    # the reloaded model reproduces the reported accuracy
+    test = load_image_dataset("digits", split="test")
+    loader = build_dataloader(test, processor, num_channels=1, batch_size=512, shuffle=False, seed=0,
+                              progress=False)
+    with torch.no_grad():
+        correct = sum(int((model(pixel_values=b["pixel_values"]).logits.argmax(-1) == b["labels"]).sum())
+                      for b in loader)
+    assert correct / len(test) == pytest.approx(metrics["test_accuracy"])
+
+
+def test_fine_tune_a_hub_checkpoint_from_the_cache(tmp_path, hf_offline):
+    """--model_name_or_path: an RGB checkpoint with 4 classes gets a new 10-class head for grey digits."""
+    from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
+
+    from hf_unlearn.presets import make_image_processor
+    from hf_unlearn.testing import lay_out_hub_cache
+
+    torch.manual_seed(0)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                          layer_type="basic", id2label={0: "ant", 1: "bee", 2: "cat", 3: "dog"})
+    folder = tmp_path / "stand-in"
+    ResNetForImageClassification(config).save_pretrained(folder)
+    make_image_processor(8, [0.5] * 3, [0.5] * 3).save_pretrained(folder)
+    lay_out_hub_cache(hf_offline, "test-org/tiny-rgb-resnet", folder)
+
+    out = tmp_path / "fine-tuned"
+    metrics = train_base({
+        "model_name_or_path": "test-org/tiny-rgb-resnet", "dataset": "digits", "epochs": 1, "batch_size": 32,
+        "learning_rate": 1e-2, "max_train_samples": 300, "max_eval_samples": 100, "output_dir": str(out),
+        **FAST,
+    })
+    assert metrics["num_train_examples"] == 300 and metrics["num_eval_examples"] == 100
+    assert metrics["model_name_or_path"] == "test-org/tiny-rgb-resnet" and metrics["preset"] is None
+    model = AutoModelForImageClassification.from_pretrained(str(out))
+    assert model.config.num_channels == 3 and model.config.num_labels == 10
+    assert model.config.id2label == DIGITS
+
+
+# -- command line and --config ----------------------------------------------------------------------
+
+
+def test_config_file_prefills_and_flags_win(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({"preset": "resnet-tiny", "epochs": 3, "batch_size": 64,
+                                    "output_dir": str(tmp_path / "o")}))
+    args = parse_args(["--config", str(path), "--epochs", "5"])
+    assert (args.preset, args.epochs, args.batch_size, args.output_dir) == ("resnet-tiny", 5, 64, str(tmp_path / "o"))
+    assert args.learning_rate == 2e-3  # preset default
+    swapped = parse_args(["--config", str(path), "--model_name_or_path", "google/vit-base-patch16-224"])
+    assert swapped.preset is None and swapped.learning_rate == 5e-5
+    path.write_text(yaml.safe_dump({"preset": "resnet-tiny", "epoch": 3}))
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(path), "--output_dir", "o"])
+
+
+def test_resolve_args_checks():
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_args({"output_dir": "o"})
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_args({"preset": "resnet-tiny", "model_name_or_path": "x", "output_dir": "o"})
+    with pytest.raises(ValueError, match="output_dir"):
+        resolve_args({"preset": "resnet-tiny"})
+    with pytest.raises(ValueError, match="unknown options"):
+        resolve_args({"preset": "resnet-tiny", "output_dir": "o", "epoch": 1})
+
+
+def _ddp_train(out_dir):
+    train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 1, "batch_size": 32,
+                "learning_rate": 1e-2, "cpu": True, "output_dir": out_dir, **FAST})
+
+
+def test_train_base_under_two_process_ddp(tmp_path):
+    from accelerate import debug_launcher
+    from transformers import AutoModelForImageClassification
+
+    out = tmp_path / "ddp"
+    debug_launcher(_ddp_train, args=(str(out),), num_processes=2)
+    metrics = json.loads((out / METRICS_FILENAME).read_text())
+    assert metrics["machine"]["num_processes"] == 2
+    assert metrics["num_eval_examples"] == 360  # gather_for_metrics drops the padding
+    assert metrics["test_accuracy"] > 0.2
+    assert AutoModelForImageClassification.from_pretrained(str(out)).config.id2label == DIGITS

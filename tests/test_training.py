@@ -1,0 +1,161 @@
+"""Untraining: the objective's sampling, forgetting on real data, DDP with two gloo processes, resume."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_unlearn import UnlearnAdapter
+from hf_unlearn.training import UntrainingArguments, sample_forget_sets, untrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_forget_and_retain_sets():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (500,), generator=gen)
+    forget = sample_forget_sets(labels, 10, contain=True, max_set_size=3, set_prob=0.5, generator=gen)
+    retain = sample_forget_sets(labels, 10, contain=False, max_set_size=3, set_prob=0.5, generator=gen)
+    for sets, contains in ((forget, True), (retain, False)):
+        assert sets.shape == (500, 3)
+        for y, row in zip(labels.tolist(), sets.tolist()):
+            members = [c for c in row if c >= 0]
+            assert 1 <= len(members) <= 3 and len(set(members)) == len(members)
+            assert (y in members) is contains
+        sizes = (sets >= 0).sum(1)
+        assert (sizes == 1).any() and (sizes > 1).any()  # singles and sets both occur
+    only_singles = sample_forget_sets(labels, 10, contain=True, max_set_size=1, set_prob=0.5, generator=gen)
+    assert torch.equal(only_singles[:, 0], labels)
+
+
+def test_untraining_forgets_every_class_on_digits(digits_base, tmp_path):
+    """The recipe's job end to end on real data: every row forgets its class, the rest survives."""
+    from hf_unlearn.untraining_job import resolve_args, run
+
+    base_dir, base_metrics = digits_base
+    assert base_metrics["test_accuracy"] > 0.88
+    metrics = run(resolve_args(base_model=str(base_dir), dataset="digits", output_dir=str(tmp_path / "wf"),
+                               epochs=5.0, batch_size=64, no_progress=True))
+    ev = metrics["evaluation"]
+    assert ev["mean_forget_acc"] <= 10.0, ev
+    assert ev["mean_retain_drop"] <= 4.0, ev
+    # every row takes its own class far below the base model's accuracy on it (~90%)
+    assert max(ev["forget_acc_per_class"]) <= 50.0, ev
+    # saved as safetensors with the resolved config next to it, and loads back
+    files = {p.name for p in (tmp_path / "wf").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "untraining_config.yaml",
+            "untraining_metrics.json", "preprocessor_config.json"} <= files
+    adapter = UnlearnAdapter.from_pretrained(tmp_path / "wf")
+    assert adapter.num_classes == 10
+
+
+# ------------------------------------------------------------------------- two processes
+
+
+def _indexed_batches(n):
+    """n tiny 3x8x8 'images' whose first pixel is their index, labels cycling over 4 classes."""
+    pixels = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    pixels[:, 0, 0, 0] = torch.arange(n, dtype=torch.float32)
+    labels = torch.arange(n) % 4
+    return pixels, labels
+
+
+def _ddp_worker(out_dir, streaming, n):
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(out_dir).parent))  # unused; keeps the signature picklable
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    from tiny_models import build
+
+    accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(even_batches=False,
+                                                                                  use_seedable_sampler=True))
+    pixels, labels = _indexed_batches(n)
+    if streaming:
+        import datasets
+
+        ds = datasets.Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": labels.numpy()})
+        ds = ds.to_iterable_dataset(num_shards=1).with_format("torch")
+        loader = torch.utils.data.DataLoader(ds, batch_size=8)
+        steps = int(np.ceil(n / (8 * accelerator.num_processes)))
+    else:
+        ds = [{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)]
+        loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+        steps = None
+    adapter = UnlearnAdapter.attach(build("resnet"))
+    seen = []
+    untrain(adapter, loader, UntrainingArguments(epochs=2, learning_rate=0.05, progress=False, seed=3),
+            accelerator=accelerator, steps_per_epoch=steps,
+            on_batch=lambda batch, epoch, acc: seen.extend((epoch, int(i)) for i in batch["pixel_values"][:, 0, 0, 0]))
+    filters = {n: p.detach().clone() for n, p in accelerator.unwrap_model(adapter.model).named_parameters()
+               if "weight_filter_theta" in n}
+    torch.save({"filters": filters, "seen": seen}, Path(out_dir) / f"rank{accelerator.process_index}.pt")
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+def test_two_gloo_processes_share_filters_and_see_each_example_once(tmp_path, streaming):
+    from accelerate import debug_launcher
+
+    n = 101  # uneven on purpose: 101 examples, batches of 8, two ranks
+    debug_launcher(_ddp_worker, args=(str(tmp_path), streaming, n), num_processes=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for name, value in ranks[0]["filters"].items():
+        assert torch.equal(value, ranks[1]["filters"][name]), name
+    assert any(not torch.allclose(v, torch.full_like(v, 3.0)) for v in ranks[0]["filters"].values()), "nothing trained"
+    for epoch in (0, 1):
+        per_rank = [[i for e, i in r["seen"] if e == epoch] for r in ranks]
+        assert per_rank[0] and per_rank[1], "a rank got no data"
+        everything = sorted(per_rank[0] + per_rank[1])
+        assert everything == list(range(n)), f"epoch {epoch}: examples lost or repeated"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(args, env, processes=2):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), str(REPO / "recipes" / "train.py"), "--cpu", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _filters(folder):
+    from safetensors.torch import load_file
+
+    return load_file(Path(folder) / "adapter_model.safetensors")
+
+
+def test_killed_two_process_run_resumes_to_the_same_filters(digits_base, tmp_path):
+    base_dir, _ = digits_base
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    common = ["--base_model", str(base_dir), "--dataset", "digits", "--max_train_samples", "512",
+              "--batch_size", "32", "--epochs", "2", "--eval_split", "", "--no_progress", "--seed", "5"]
+    whole = _launch(common + ["--output_dir", str(tmp_path / "whole")], env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    # 512 examples / (32 x 2 ranks) = 8 steps per epoch, 16 in all: die at 11, after the checkpoint at 10
+    killed = _launch(common + ["--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "5",
+                               "--crash_after_step", "11"], env)
+    assert killed.returncode != 0
+    assert not (tmp_path / "resumed" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-10").is_dir()
+    resumed = _launch(common + ["--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "5",
+                                "--resume", "latest"], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in resumed.stdout + resumed.stderr
+    a, b = _filters(tmp_path / "whole"), _filters(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    metrics = json.loads((tmp_path / "resumed" / "untraining_metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["steps"] == 16
