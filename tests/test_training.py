@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from hf_unlearn import UnlearnAdapter
 from hf_unlearn.training import UntrainingArguments, sample_forget_sets, untrain
+from ddp import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,9 +67,7 @@ def _indexed_batches(n):
 
 
 def _ddp_worker(out_dir, streaming, n):
-    import sys as _sys
-
-    _sys.path.insert(0, str(Path(out_dir).parent))  # unused; keeps the signature picklable
+    torch.set_num_threads(1)  # 2 ranks fill the 2 cores
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
@@ -102,10 +100,10 @@ def _ddp_worker(out_dir, streaming, n):
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_two_gloo_processes_share_filters_and_see_each_example_once(tmp_path, streaming):
-    from accelerate import debug_launcher
+    from ddp import launch_two_ranks
 
     n = 101  # uneven on purpose: 101 examples, batches of 8, two ranks
-    debug_launcher(_ddp_worker, args=(str(tmp_path), streaming, n), num_processes=2)
+    launch_two_ranks(_ddp_worker, str(tmp_path), streaming, n)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     for name, value in ranks[0]["filters"].items():
         assert torch.equal(value, ranks[1]["filters"][name]), name
@@ -117,16 +115,10 @@ def test_two_gloo_processes_share_filters_and_see_each_example_once(tmp_path, st
         assert everything == list(range(n)), f"epoch {epoch}: examples lost or repeated"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(args, env, processes=2):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(REPO / "recipes" / "train.py"), "--cpu", *args]
+           "--main_process_port", str(free_port()), str(REPO / "recipes" / "train.py"), "--cpu", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 

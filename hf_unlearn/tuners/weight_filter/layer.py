@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
+from torch.nn import functional as F
 
 from .config import WeightFilterConfig
 
@@ -36,6 +37,9 @@ class WeightFilterLayer(BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self.selection: Optional[torch.Tensor] = None
+        # Inference-time cache of each adapter's filters with the identity row appended, keyed on
+        # the parameter's version so that any update (optimizer step, load) invalidates it.
+        self._filter_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
         self._merge_backup: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
 
         base = self.get_base_layer()
@@ -79,18 +83,48 @@ class WeightFilterLayer(BaseTunerLayer):
         for name in adapter_names if adapter_names is not None else self.active_adapters:
             if name not in self.weight_filter_theta:
                 continue
-            alpha = self.filters(name)
-            num_classes = alpha.shape[0]
+            padded = self._padded_filters(name)
+            num_classes = padded.shape[0] - 1
             # Ids were validated against num_classes by WeightFilterModel; no check here, since
             # reading a tensor value in every layer would force a device sync per layer.
-            sel = selection.to(alpha.device)
-            padded = torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])], dim=0)
+            sel = selection.to(padded.device)
             index = torch.where(sel < 0, torch.full_like(sel, num_classes), sel)
             rows = padded[index[:, 0]] if index.shape[1] == 1 else padded[index].prod(dim=1)
             scale = rows if scale is None else scale * rows
         return scale
 
+    def _padded_filters(self, name: str) -> torch.Tensor:
+        """Filters of adapter ``name`` with an all-ones row appended (index ``num_classes`` = no filter)."""
+        theta = self.weight_filter_theta[name]
+        if torch.is_grad_enabled() and theta.requires_grad:
+            alpha = self.filters(name)
+            return torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])], dim=0)
+        key = (theta._version, theta.data_ptr(), theta.device, theta.dtype,
+               self.weight_filter_parametrization.get(name))
+        cached = self._filter_cache.get(name)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                alpha = self.filters(name)
+                cached = (key, torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])], dim=0))
+            self._filter_cache[name] = cached
+        return cached[1]
+
+    def _inference_scale(self) -> Optional[torch.Tensor]:
+        # Without gradients the same selection object is usually run many times (a served class,
+        # an evaluation sweep): reuse its scale while neither the selection nor a filter changed.
+        key = (id(self.selection), tuple(self.active_adapters),
+               tuple(self.weight_filter_theta[n]._version for n in self.active_adapters if n in self.weight_filter_theta))
+        cached = getattr(self, "_scale_cache", None)
+        if cached is not None and cached[0] == key and cached[1] is self.selection:
+            return cached[2]
+        scale = self.selection_scale(self.selection)
+        self._scale_cache = (key, self.selection, scale)
+        return scale
+
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward_scaled_weight(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _check_batch(self, scale: torch.Tensor, result: torch.Tensor) -> None:
@@ -112,14 +146,24 @@ class WeightFilterLayer(BaseTunerLayer):
                     "apply them twice. Call `unmerge_adapter()` first, or use the merged model alone."
                 )
             return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
         if self.selection is None:
-            return result
-        scale = self.selection_scale(self.selection)
+            return self.base_layer(x, *args, **kwargs)
+        if not torch.is_grad_enabled():
+            scale = self._inference_scale()
+            if scale is not None and scale.shape[0] == 1 and type(self.base_layer) in (nn.Linear, nn.Conv2d):
+                # One row for the whole batch: scaling the weight rows costs O(weights) instead of
+                # an extra pass over the activations, so serving one class runs at exported speed.
+                return self._forward_scaled_weight(x, scale[0])
+        else:
+            scale = self.selection_scale(self.selection)
+        result = self.base_layer(x, *args, **kwargs)
         if scale is None:
             return result
         self._check_batch(scale, result)
-        return result * self._broadcast(scale.to(result.dtype), result)
+        scale = self._broadcast(scale.to(result.dtype), result)
+        if not torch.is_grad_enabled():
+            return result.mul_(scale)  # the base layer's fresh output; nothing else holds it
+        return result * scale
 
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
         """Fold the selected row (or product of rows) into the base weight and bias.
@@ -183,6 +227,12 @@ class Linear(nn.Module, WeightFilterLayer):
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         return scale.view(scale.shape[0], *([1] * (result.ndim - 2)), scale.shape[1])
 
+    def _forward_scaled_weight(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        base = self.base_layer
+        scale = scale.to(base.weight.dtype)
+        bias = base.bias * scale if base.bias is not None else None
+        return F.linear(x, base.weight * scale[:, None], bias)
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         # nn.Module comes first in the MRO, so forward must be defined on the concrete class.
         return self._filtered_forward(x, *args, **kwargs)
@@ -202,6 +252,12 @@ class Conv2d(nn.Module, WeightFilterLayer):
 
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         return scale.view(scale.shape[0], scale.shape[1], *([1] * (result.ndim - 2)))
+
+    def _forward_scaled_weight(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        base = self.base_layer
+        scale = scale.to(base.weight.dtype)
+        bias = base.bias * scale if base.bias is not None else None
+        return base._conv_forward(x, base.weight * scale.view(-1, 1, 1, 1), bias)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         # nn.Module comes first in the MRO, so forward must be defined on the concrete class.

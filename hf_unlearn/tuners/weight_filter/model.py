@@ -47,6 +47,8 @@ class WeightFilterModel(BaseTuner):
         self._call_selection_active = False
         self._selection_kept_for_backward = False
         self._hook_handles: list = []
+        self._layers: Optional[list[WeightFilterLayer]] = None  # cached; reset when layers change
+        self._selection_cache: dict = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
         # `forget=` travels through PeftModel.forward untouched (PEFT only strips its own keys); a
         # pre-hook on the transformers model takes it out before the model sees its kwargs.
@@ -159,12 +161,40 @@ class WeightFilterModel(BaseTuner):
 
     def normalize_selection(self, forget: Any) -> Optional[torch.Tensor]:
         """Validate ids/names against this adapter and return the ``(B, K)`` selection tensor."""
-        return normalize_selection(forget, self.num_classes, self._label2id())
+        # A served class is asked for again and again: reuse the tensor for plain ids and names,
+        # which also lets the layers reuse their cached scales.
+        key = forget if isinstance(forget, (int, str)) and not isinstance(forget, bool) else None
+        if key is not None and key in self._selection_cache:
+            return self._selection_cache[key]
+        selection = normalize_selection(forget, self.num_classes, self._label2id())
+        if key is not None:
+            if len(self._selection_cache) > 4096:
+                self._selection_cache.clear()
+            self._selection_cache[key] = selection
+        return selection
+
+    def filter_layers(self) -> list[WeightFilterLayer]:
+        if self._layers is None:
+            self._layers = [m for m in self.model.modules() if isinstance(m, WeightFilterLayer)]
+        return self._layers
 
     def _set_layer_selection(self, selection: Optional[torch.Tensor]) -> None:
-        for module in self.model.modules():
-            if isinstance(module, WeightFilterLayer):
-                module.selection = selection
+        for module in self.filter_layers():
+            module.selection = selection
+
+    def inject_adapter(self, *args, **kwargs):
+        self._layers = None
+        self._selection_cache = {}
+        return super().inject_adapter(*args, **kwargs)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self._layers = None
+        self._selection_cache = {}
+
+    def set_adapter(self, *args, **kwargs):
+        self._selection_cache = {}  # another adapter may have another number of classes
+        return super().set_adapter(*args, **kwargs)
 
     @contextmanager
     def forgetting(self, forget: Any):
@@ -220,6 +250,7 @@ class WeightFilterModel(BaseTuner):
 
     def _unload_and_optionally_merge(self, *args, **kwargs):
         model = super()._unload_and_optionally_merge(*args, **kwargs)
+        self._layers = None
         for handle in self._hook_handles:
             handle.remove()
         self._hook_handles = []

@@ -1,0 +1,34 @@
+"""Two real gloo ranks on CPU for tests, in fresh *spawned* processes.
+
+``accelerate.debug_launcher`` forks the pytest process. A fork inherits whatever the parent already
+set up — a used OpenMP thread pool (deadlocks in the child) or an initialised ``AcceleratorState``
+singleton (both children then believe they are rank 0). Spawned children start clean.
+"""
+
+import os
+import socket
+import tempfile
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_ranks(function, *args):
+    """Run ``function(*args)`` in two spawned processes forming one gloo group (one torch thread each).
+
+    ``function`` must be importable by module path (a top-level function of a test module).
+    """
+    from accelerate.utils import patch_environment
+    from accelerate.utils.launch import PrepareForLaunch
+    from torch.multiprocessing import start_processes
+
+    # (a file in a temporary directory: torch's FileStore deletes its file when the ranks are done)
+    with tempfile.TemporaryDirectory() as rendezvous, patch_environment(
+        world_size=2, master_addr="127.0.0.1", master_port=str(free_port()), accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=os.path.join(rendezvous, "store"), accelerate_use_cpu="yes",
+        gloo_socket_ifname="lo", omp_num_threads=1,
+    ):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=2, start_method="spawn")
