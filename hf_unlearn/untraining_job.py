@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -66,13 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``--config file.yaml`` pre-fills defaults; flags given on the command line win."""
-    from .base_training import _load_yaml
+    from .run_utils import load_yaml_options
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
-        parser.set_defaults(**_load_yaml(pre.config, parser))
+        parser.set_defaults(**load_yaml_options(pre.config, parser))
     args = parser.parse_args(argv)
     if not args.base_model or not args.output_dir:
         parser.error("--base_model and --output_dir are required (on the command line or in --config)")
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from .adapter import UnlearnAdapter
-    from .base_training import _machine, _versions, _write_config
+    from .run_utils import machine_info, package_versions, write_yaml_config
     from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
     from .training import untrain
     from .tuners.weight_filter import WeightFilterConfig
@@ -125,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        _write_config(args, str(out / CONFIG_FILENAME))
+        write_yaml_config(args, str(out / CONFIG_FILENAME))
     if args.report_to:
         accelerator.init_trackers("hf_unlearn", config={k: v for k, v in vars(args).items() if v is not None})
 
@@ -175,8 +174,8 @@ def run(args: argparse.Namespace) -> dict:
         "filters_per_class": sum(m.out_features for m in adapter.filter_layers().values()),
         "filtered_layers": len(adapter.filter_layers()),
         "seed": targs.seed,
-        "versions": _versions(),
-        "machine": _machine(accelerator),
+        "versions": package_versions(),
+        "machine": machine_info(accelerator),
     }
     if args.eval_split:
         from .evaluation.runner import evaluate_rows

@@ -9,7 +9,6 @@ import textwrap
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
-from safetensors.torch import save_file
 
 import hf_unlearn
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig, per_sample

@@ -50,9 +50,9 @@ def test_presets_build_and_run(name):
     model, processor = build_preset(name, num_labels=10, id2label=DIGITS)
     size = processor.size["height"]
     assert size == (8 if name in MICRO_PRESETS else 28)
-    assert model.config.num_channels == 1 and model.config.id2label == DIGITS
-    assert list(processor.image_mean) == [0.2860]
-    logits = model(pixel_values=torch.randn(2, 1, size, size)).logits
+    assert model.config.num_channels == 3 and model.config.id2label == DIGITS  # RGB by default (pipelines feed RGB)
+    assert list(processor.image_mean) == [0.2860] * 3
+    logits = model(pixel_values=torch.randn(2, 3, size, size)).logits
     assert logits.shape == (2, 10)
 
 
@@ -65,7 +65,7 @@ def test_preset_sizes_and_module_names():
             assert f"resnet.encoder.stages.{stage}.layers.0.layer.{k}.convolution" in names
     config, processor = preset_config("vit-tiny28", 10, image_size=28, image_mean=[0.3053], image_std=[0.3759])
     assert (config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers) == (28, 4, 64, 4)
-    assert list(processor.image_std) == [0.3759]
+    assert list(processor.image_std) == [0.3759] * 3
     # digits at 28x28 for a 28x28 preset (upsampled by the processor)
     model, processor = build_preset("convnext-tiny28", num_labels=10)
     assert model.config.patch_size == 2 and processor.size == {"height": 28, "width": 28}
@@ -106,10 +106,10 @@ def test_train_base_on_digits_saves_a_reloadable_model(tmp_path):
     model = AutoModelForImageClassification.from_pretrained(str(out)).eval()
     processor = AutoImageProcessor.from_pretrained(str(out))
     assert model.config.id2label == DIGITS and model.config.label2id == {v: k for k, v in DIGITS.items()}
-    assert list(processor.image_mean) == pytest.approx([0.3053])  # digits statistics were used
+    assert list(processor.image_mean) == pytest.approx([0.3053] * 3)  # digits statistics were used
     # the reloaded model reproduces the reported accuracy
     test = load_image_dataset("digits", split="test")
-    loader = build_dataloader(test, processor, num_channels=1, batch_size=512, shuffle=False, seed=0,
+    loader = build_dataloader(test, processor, num_channels=model.config.num_channels, batch_size=512, shuffle=False, seed=0,
                               progress=False)
     with torch.no_grad():
         correct = sum(int((model(pixel_values=b["pixel_values"]).logits.argmax(-1) == b["labels"]).sum())
@@ -173,19 +173,105 @@ def test_resolve_args_checks():
         resolve_args({"preset": "resnet-tiny", "output_dir": "o", "epoch": 1})
 
 
-def _ddp_train(out_dir):
+# -- DDP: two gloo ranks on CPU, launched once for the module ---------------------------------------
+
+
+def launch_two_ranks(function, *args, env=None):
+    """``accelerate.debug_launcher`` with *spawned* processes: it forks, and a forked child of a
+    pytest process whose torch (OpenMP) threads have already run can deadlock. Two gloo ranks on CPU,
+    one torch thread each."""
+    import tempfile
+
+    from accelerate.utils import patch_environment
+    from accelerate.utils.launch import PrepareForLaunch
+    from torch.multiprocessing import start_processes
+
+    # (a file in a temporary directory: torch's FileStore deletes its file when the ranks are done)
+    with tempfile.TemporaryDirectory() as rendezvous, patch_environment(
+        world_size=2, master_addr="127.0.0.1", master_port="29500", accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=os.path.join(rendezvous, "store"), accelerate_use_cpu="yes",
+        gloo_socket_ifname="lo", omp_num_threads=1, **(env or {}),
+    ):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=2, start_method="spawn")
+
+
+def _ddp_worker(out_dir):
+    """Runs in each rank: 1) the loaders of hf_unlearn.data through accelerator.prepare, recording what
+    every rank saw; 2) train_base under DDP."""
+    from accelerate import Accelerator
+
+    from hf_unlearn.data import build_dataloader, load_image_dataset
+    from hf_unlearn.presets import make_image_processor
+
+    torch.set_num_threads(1)
+    accelerator = Accelerator(cpu=True)
+    processor = make_image_processor(8, [0.5], [0.5])
+    for streaming in (False, True):
+        data = load_image_dataset("digits", split="test", streaming=streaming)
+        loader = build_dataloader(data, processor, num_channels=1, batch_size=32, shuffle=True, seed=0,
+                                  progress=False)
+        loader = accelerator.prepare(loader)
+        seen, local = [], 0
+        for batch in loader:
+            local += len(batch["labels"])
+            rows = torch.cat([batch["pixel_values"].flatten(1), batch["labels"][:, None].float()], dim=1)
+            seen.append(accelerator.gather_for_metrics(rows))
+        counts = accelerator.gather(torch.tensor([local]))
+        if accelerator.is_main_process:
+            torch.save({"rows": torch.cat(seen), "counts": counts}, os.path.join(out_dir, f"seen-{streaming}.pt"))
+    accelerator.wait_for_everyone()
     train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 1, "batch_size": 32,
-                "learning_rate": 1e-2, "cpu": True, "output_dir": out_dir, **FAST})
+                "learning_rate": 1e-2, "cpu": True, "output_dir": os.path.join(out_dir, "model"), **FAST})
 
 
-def test_train_base_under_two_process_ddp(tmp_path):
-    from accelerate import debug_launcher
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    home = out / "hf_home"
+    launch_two_ranks(_ddp_worker, str(out), env={
+        "HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets"), "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    })
+    return out
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+def test_ddp_loaders_see_every_example_exactly_once(ddp_run, streaming):
+    """accelerate shards both loaders over 2 ranks: nothing lost, nothing doubled (no double sharding)."""
+    from hf_unlearn.data import load_image_dataset, to_tensor_dataset
+    from hf_unlearn.presets import make_image_processor
+
+    data = load_image_dataset("digits", split="test")
+    tensors = to_tensor_dataset(data, make_image_processor(8, [0.5], [0.5]), num_channels=1, progress=False)
+    expected = torch.cat([tensors.tensors[0].flatten(1), tensors.tensors[1][:, None].float()], dim=1)
+
+    def as_multiset(rows):
+        return sorted(tuple(round(v, 4) for v in row.tolist()) for row in rows)
+
+    result = torch.load(ddp_run / f"seen-{streaming}.pt")
+    assert result["rows"].shape[0] == len(data.dataset) == 360
+    assert as_multiset(result["rows"]) == as_multiset(expected)
+    # each rank got about half the data (not all of it, not a quarter of it)
+    assert all(150 <= int(c) <= 210 for c in result["counts"]), result["counts"]
+
+
+def test_train_base_under_two_process_ddp(ddp_run):
     from transformers import AutoModelForImageClassification
 
-    out = tmp_path / "ddp"
-    debug_launcher(_ddp_train, args=(str(out),), num_processes=2)
+    out = ddp_run / "model"
     metrics = json.loads((out / METRICS_FILENAME).read_text())
     assert metrics["machine"]["num_processes"] == 2
     assert metrics["num_eval_examples"] == 360  # gather_for_metrics drops the padding
     assert metrics["test_accuracy"] > 0.2
     assert AutoModelForImageClassification.from_pretrained(str(out)).config.id2label == DIGITS
+
+
+def test_train_base_streaming_from_a_config_file(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({"preset": "resnet-micro", "dataset": "digits", "epochs": 2, "batch_size": 32,
+                                    "learning_rate": 0.01, "streaming": True, "num_threads": 1}))
+    args = parse_args(["--config", str(path), "--output_dir", str(tmp_path / "out"), "--no_progress"])
+    metrics = train_base(args)
+    assert metrics["num_train_examples"] == 1437 and metrics["num_eval_examples"] == 360
+    assert metrics["test_accuracy"] > 0.5
+    assert yaml.safe_load((tmp_path / "out" / CONFIG_FILENAME).read_text())["streaming"] is True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from ..tuners.weight_filter.selection import normalize_selection

@@ -1,0 +1,52 @@
+"""Small pieces shared by the recipes' jobs: YAML configs for argparse, and run provenance."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+
+def load_yaml_options(path: str, parser: argparse.ArgumentParser) -> dict:
+    """Options from a YAML file, checked against the parser's option names (unknown keys are an error)."""
+    import yaml
+
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected a mapping of option names to values")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"--config {path}: unknown keys {unknown}; valid keys: {sorted(known - {'help', 'config'})}")
+    return values
+
+
+def machine_info(accelerator) -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": str(accelerator.device), "num_processes": accelerator.num_processes,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def package_versions() -> dict:
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "datasets": datasets.__version__, "accelerate": accelerate.__version__}
+
+
+def write_yaml_config(args, path: str) -> None:
+    import yaml
+
+    values = {k: v for k, v in vars(args).items() if k != "config"}
+    with open(path, "w") as f:
+        yaml.safe_dump(values, f, sort_keys=True)
