@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max_train_samples", type=int, default=None)
     data.add_argument("--max_eval_samples", type=int, default=None)
     data.add_argument("--eval_batch_size", type=int, default=256)
+    data.add_argument("--eval_pairs", type=int, default=10,
+                      help="also evaluate this many random pairs of classes forgotten together (0 to skip)")
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--target_modules", nargs="+", default=None, help="default: per model_type")
     adapter.add_argument("--parametrization", choices=["sigmoid", "clamp"], default="sigmoid")
@@ -201,7 +203,20 @@ def run(args: argparse.Namespace) -> dict:
             "forget_acc_per_class": s["forget_acc_per_class"],
             "retain_acc_per_class": s["retain_acc_per_class"],
             "base_retain_acc_per_class": s["base_retain_acc_per_class"],
+            "matrix": result["matrix"].tolist(),
         }
+        if args.eval_pairs:
+            from .evaluation.runner import evaluate_sets
+
+            pairs = random_pairs(adapter.num_classes, args.eval_pairs, seed=targs.seed)
+            results = evaluate_sets(adapter, eval_loader, pairs, accelerator=accelerator, progress=False)
+            metrics["evaluation"]["pairs"] = {
+                "pairs": results,
+                "mean_forget_acc": sum(r["forget_acc"] for r in results) / len(results),
+                "mean_retain_acc": sum(r["retain_acc"] for r in results) / len(results),
+                "mean_retain_drop": sum(r["retain_drop"] for r in results) / len(results),
+                "worst_retain_drop": max(r["retain_drop"] for r in results),
+            }
     if accelerator.is_main_process:
         adapter.save_pretrained(out)
         tmp = out / (METRICS_FILENAME + ".tmp")
@@ -215,10 +230,26 @@ def run(args: argparse.Namespace) -> dict:
                 f"(base {ev['mean_base_retain_acc']:.2f}%, drop {ev['mean_retain_drop']:.2f} pt, "
                 f"worst {ev['worst_retain_drop']:.2f} pt); saved to {out}"
             )
+            if "pairs" in ev:
+                p = ev["pairs"]
+                accelerator.print(
+                    f"{len(p['pairs'])} random pairs forgotten together: mean forget acc {p['mean_forget_acc']:.2f}%, "
+                    f"mean retain drop {p['mean_retain_drop']:.2f} pt (worst {p['worst_retain_drop']:.2f} pt)"
+                )
     if args.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return metrics
+
+
+def random_pairs(num_classes: int, count: int, seed: int = 0) -> list[list[int]]:
+    """``count`` distinct random pairs of classes (all pairs if there are fewer), seeded."""
+    import itertools
+    import random
+
+    pairs = [list(p) for p in itertools.combinations(range(num_classes), 2)]
+    random.Random(seed).shuffle(pairs)
+    return sorted(pairs[:count])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

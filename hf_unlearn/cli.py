@@ -1,0 +1,65 @@
+"""``hf-unlearn``: the command line. Heavy imports happen only in the chosen command.
+
+    hf-unlearn train-base --preset resnet-tiny --dataset fashion_mnist --output_dir runs/base-resnet
+    hf-unlearn train --config recipes/configs/fashion_mnist_resnet.yaml
+    hf-unlearn export runs/wf-resnet --forget Coat --output_dir runs/resnet-without-coat
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+COMMANDS = {
+    "train-base": "train a base classifier (a preset from scratch, or fine-tune a checkpoint)",
+    "train": "untrain every class in one round (the weight-filter adapter)",
+    "export": "fold one class (or set) into a plain transformers model",
+}
+
+
+def _export(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="hf-unlearn export", description=COMMANDS["export"])
+    parser.add_argument("adapter", help="adapter folder or Hub repo id")
+    parser.add_argument("--forget", nargs="+", required=True, help="class ids or names to forget")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--base_model", default=None, help="default: the one named in the adapter config")
+    parser.add_argument("--revision", default=None)
+    args = parser.parse_args(argv)
+
+    from .adapter import UnlearnAdapter
+
+    adapter = UnlearnAdapter.from_pretrained(args.adapter, base_model=args.base_model, revision=args.revision)
+    forget = [int(c) if c.lstrip("-").isdigit() else c for c in args.forget]
+    model = adapter.export(forget=forget)
+    model.save_pretrained(args.output_dir)
+    if adapter.image_processor is not None:
+        adapter.image_processor.save_pretrained(args.output_dir)
+    print(f"saved a model without {model.config.unlearned_classes} to {args.output_dir}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        lines = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
+        print(f"usage: hf-unlearn <command> [options]\n\ncommands:\n{lines}\n\n'hf-unlearn <command> --help' for its options.")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
+            raise SystemExit(2)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "train-base":
+        from .base_training import main as run
+
+        run(rest)
+    elif command == "train":
+        from .untraining_job import main as run
+
+        run(rest)
+    elif command == "export":
+        _export(rest)
+
+
+if __name__ == "__main__":
+    main()
