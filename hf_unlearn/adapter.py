@@ -115,7 +115,12 @@ class UnlearnAdapter:
                 )
         base_path = base_model if isinstance(base_model, (str, os.PathLike)) else None
         if base_path is not None:
-            base_model = _load_base_model(str(base_path), token=token, cache_dir=cache_dir)
+            from_config = str(base_path) == str(config.base_model_name_or_path)
+            base_model = _load_base_model(
+                str(base_path), token=token, cache_dir=cache_dir,
+                revision=config.revision if from_config else None,
+                source="named in the adapter config" if from_config else "passed as base_model=",
+            )
         model = PeftModel.from_pretrained(
             base_model, folder, adapter_name=adapter_name, is_trainable=is_trainable, config=config
         )
@@ -252,6 +257,46 @@ class UnlearnAdapter:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: Union[None, bool, str] = None,
+        private: Optional[bool] = None,
+        revision: Optional[str] = None,
+        commit_message: Optional[str] = None,
+        report: Any = None,
+        command: Optional[str] = None,
+    ):
+        """Upload the filters, config, image processor, a model card and (optionally) the report.
+
+        Everything goes in ONE commit (``HfApi.upload_folder`` from a temporary folder), so a
+        failure leaves the remote as it was and nothing behind locally; retrying is safe. The repo
+        is created if needed. The generated ``README.md`` (:func:`hf_unlearn.cards.adapter_card`)
+        has the metadata, a ``model-index`` with the results, how to use it and its limits.
+
+        Args:
+            repo_id: e.g. ``"me/resnet-fashion-wf"``.
+            token: default ``HF_TOKEN`` or the stored login; none at all raises before any traffic.
+            private: create the repo as private.
+            revision: the branch to push to (created from main if needed).
+            report: ``untraining_metrics.json`` (what ``hf-unlearn train`` writes), an evaluation
+                report dict, or a path to either; pushed as ``report.json`` + ``report.md``.
+            command: the command that reproduces the adapter, for the card.
+
+        Returns the ``CommitInfo``: ``.oid`` is the commit sha (load it back with
+        ``from_pretrained(repo_id, revision=sha)``), ``.commit_url`` its page.
+
+        The base model is recorded by ``config.base_model_name_or_path``: make it a Hub id
+        (not a local folder) so that others can load the adapter.
+        """
+        from .hub import push_adapter
+
+        return push_adapter(
+            self, repo_id, token=token, private=private, revision=revision,
+            commit_message=commit_message, report=report, command=command,
+        )
+
     def __repr__(self) -> str:
         layers = self.filter_layers()
         per_class = sum(m.out_features for m in layers.values())
@@ -292,15 +337,17 @@ def _resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_di
     return download_adapter(str(name_or_path), revision=revision, token=token, cache_dir=cache_dir)
 
 
-def _load_base_model(name_or_path: str, *, token=None, cache_dir=None) -> PreTrainedModel:
+def _load_base_model(name_or_path: str, *, token=None, cache_dir=None, revision=None,
+                     source: str = "named in the adapter config") -> PreTrainedModel:
     try:
         return AutoModelForImageClassification.from_pretrained(
-            name_or_path, use_safetensors=True, token=token, cache_dir=cache_dir
+            name_or_path, use_safetensors=True, token=token, cache_dir=cache_dir, revision=revision
         )
     except OSError as err:
         raise OSError(
-            f"Could not load the base model {name_or_path!r} named by the adapter ({err}). "
-            "Pass base_model= (a model, a local folder or a Hub repo id) if it lives elsewhere."
+            f"Could not load the base model {name_or_path!r} ({source}): it is neither a local folder "
+            f"nor a Hub repo that can be reached (or it has no safetensors weights). Pass base_model= "
+            f"(a model, a local folder or a Hub repo id) if it lives elsewhere. Cause: {err}"
         ) from err
 
 

@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 COMMANDS = {
     "train-base": "train a base classifier (a preset from scratch, or fine-tune a checkpoint)",
     "train": "untrain every class in one round (the weight-filter adapter)",
-    "export": "fold one class (or set) into a plain transformers model",
+    "export": "fold one class (or set) into a plain transformers model (optionally --push_to_hub)",
+    "push": "push an adapter (filters, config, image processor, model card, report) to the Hub",
 }
 
 
@@ -25,7 +26,11 @@ def _export(argv: Sequence[str]) -> None:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--base_model", default=None, help="default: the one named in the adapter config")
     parser.add_argument("--revision", default=None)
+    from .hub import add_push_arguments, check_push_arguments, push_exported_from_args
+
+    add_push_arguments(parser)  # --push_to_hub REPO_ID, --report, --hub_revision, --hub_private, --hub_token
     args = parser.parse_args(argv)
+    check_push_arguments(args)  # no token / offline: fail before loading any model
 
     from .adapter import UnlearnAdapter
 
@@ -36,6 +41,7 @@ def _export(argv: Sequence[str]) -> None:
     if adapter.image_processor is not None:
         adapter.image_processor.save_pretrained(args.output_dir)
     print(f"saved a model without {model.config.unlearned_classes} to {args.output_dir}")
+    push_exported_from_args(args, adapter, model)  # no-op without --push_to_hub
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -49,6 +55,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raise SystemExit(2)
         return
     command, rest = argv[0], argv[1:]
+    try:
+        _dispatch(command, rest)
+    except Exception as err:
+        from .hub import PushError
+
+        if isinstance(err, PushError):  # an expected, explained failure: no traceback
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
+
+
+def _dispatch(command: str, rest: Sequence[str]) -> None:
     if command == "train-base":
         from .base_training import main as run
 
@@ -59,6 +77,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         run(rest)
     elif command == "export":
         _export(rest)
+    elif command == "push":
+        from .hub import cli_push
+
+        cli_push(rest)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,8 @@ def _make_optimizer(params, args: UntrainingArguments):
     raise ValueError(f"Unknown optimizer {args.optimizer!r}: use adam, adamw or sgd.")
 
 
-def _make_scheduler(optimizer, args: UntrainingArguments, total_steps: int):
-    warm = max(0, args.warmup_steps)
+def _make_scheduler(optimizer, args: UntrainingArguments, total_steps: int, warmup: int):
+    warm = max(0, warmup)
 
     def factor(step: int) -> float:
         if warm and step < warm:
@@ -245,7 +245,10 @@ def untrain(
         batches = math.ceil(batches / accelerator.num_processes)
         steps_per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
     total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    scheduler = _make_scheduler(optimizer, args, total_steps)
+    # A prepared scheduler advances once per process for every optimizer step: lay the schedule
+    # out in those units so that it ends with the run, whatever the number of processes.
+    scheduler = _make_scheduler(optimizer, args, total_steps * accelerator.num_processes,
+                                warmup=args.warmup_steps * accelerator.num_processes)
 
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if not is_iterable:
