@@ -215,14 +215,25 @@ class WeightFilterLayer(BaseTunerLayer):
         self.merged_adapters = []
 
 
-class Linear(nn.Module, WeightFilterLayer):
-    """Weight filters on an ``nn.Linear`` (features last: ``(B, ..., out)``, e.g. ViT, ConvNeXt pwconv)."""
+class _FilteredModule(nn.Module, WeightFilterLayer):
+    """What the Linear and Conv2d wrappers share; they differ only in the channel axis."""
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: WeightFilterConfig, **kwargs) -> None:
         super().__init__()
         WeightFilterLayer.__init__(self, base_layer)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # nn.Module comes first in the MRO, so forward must be defined on the concrete class.
+        return self._filtered_forward(x, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "weight_filter." + super().__repr__()
+
+
+class Linear(_FilteredModule):
+    """Weight filters on an ``nn.Linear`` (features last: ``(B, ..., out)``, e.g. ViT, ConvNeXt pwconv)."""
 
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         return scale.view(scale.shape[0], *([1] * (result.ndim - 2)), scale.shape[1])
@@ -233,22 +244,9 @@ class Linear(nn.Module, WeightFilterLayer):
         bias = base.bias * scale if base.bias is not None else None
         return F.linear(x, base.weight * scale[:, None], bias)
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        # nn.Module comes first in the MRO, so forward must be defined on the concrete class.
-        return self._filtered_forward(x, *args, **kwargs)
 
-    def __repr__(self) -> str:
-        return "weight_filter." + super().__repr__()
-
-
-class Conv2d(nn.Module, WeightFilterLayer):
+class Conv2d(_FilteredModule):
     """Weight filters on an ``nn.Conv2d`` (channels first: ``(B, out, H, W)``), depthwise included."""
-
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: WeightFilterConfig, **kwargs) -> None:
-        super().__init__()
-        WeightFilterLayer.__init__(self, base_layer)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, config)
 
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         return scale.view(scale.shape[0], scale.shape[1], *([1] * (result.ndim - 2)))
@@ -258,13 +256,6 @@ class Conv2d(nn.Module, WeightFilterLayer):
         scale = scale.to(base.weight.dtype)
         bias = base.bias * scale if base.bias is not None else None
         return base._conv_forward(x, base.weight * scale.view(-1, 1, 1, 1), bias)
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        # nn.Module comes first in the MRO, so forward must be defined on the concrete class.
-        return self._filtered_forward(x, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        return "weight_filter." + super().__repr__()
 
 
 def _logit(p: float) -> float:
