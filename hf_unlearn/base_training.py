@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--streaming", action="store_true", help="stream the dataset instead of loading it")
     data.add_argument("--max_train_samples", type=int, default=None, help="random subset for quick runs")
     data.add_argument("--max_eval_samples", type=int, default=None)
+    data.add_argument("--exclude_classes", type=int, nargs="+", default=None,
+                      help="train without these class ids; the model keeps every output (the retrain reference)")
     data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=8)
@@ -162,6 +164,25 @@ def _load_data(args, split: str, max_samples: Optional[int]):
         label_column=args.label_column, revision=args.dataset_revision,
     )
     return subsample(data, max_samples, seed=args.seed)
+
+
+def _without_classes(data, classes):
+    """The training split minus ``classes`` (ids unchanged), and the class counts left in it."""
+    import numpy as np
+
+    from .data import class_subset
+
+    ids = sorted({int(c) for c in classes})
+    bad = [c for c in ids if not 0 <= c < data.num_classes]
+    if bad:
+        raise ValueError(f"--exclude_classes {bad}: class ids must be in 0..{data.num_classes - 1}")
+    if data.streaming:
+        raise ValueError("--exclude_classes needs a map-style training split (not --streaming)")
+    data = class_subset(data, ids, keep=False)
+    counts = np.bincount(np.asarray(data.dataset[data.label_column], dtype=np.int64), minlength=data.num_classes)
+    if counts.sum() == 0:
+        raise ValueError(f"nothing is left of the training split once classes {ids} are removed")
+    return data, counts.tolist()
 
 
 def _build_model(args, data):
@@ -293,6 +314,9 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
         )
     if eval_data.class_names != train_data.class_names:
         raise ValueError(f"the {args.train_split!r} and {args.eval_split!r} splits have different classes")
+    train_class_counts = None
+    if args.exclude_classes:
+        train_data, train_class_counts = _without_classes(train_data, args.exclude_classes)
 
     set_seed(args.seed)  # model init does not depend on how much randomness data loading used
     model, image_processor = _build_model(args, train_data)
@@ -375,6 +399,8 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
         "dataset": args.dataset,
         "train_split": args.train_split,
         "num_train_examples": train_data.num_rows,
+        "excluded_classes": args.exclude_classes,
+        "train_class_counts": train_class_counts,
         "preset": args.preset,
         "model_name_or_path": args.model_name_or_path,
         "model_type": unwrapped.config.model_type,

@@ -15,6 +15,8 @@ COMMANDS = {
     "train-base": "train a base classifier (a preset from scratch, or fine-tune a checkpoint)",
     "train": "untrain every class in one round (the weight-filter adapter)",
     "export": "fold one class (or set) into a plain transformers model (optionally --push_to_hub)",
+    "evaluate": "forget/retain accuracy, MIA, ZRF and probes of an adapter or model (report + plots)",
+    "retrain": "the gold-standard reference: train the base recipe again without the forgotten class(es)",
     "push": "push an adapter (filters, config, image processor, model card, report) to the Hub",
 }
 
@@ -77,6 +79,14 @@ def _dispatch(command: str, rest: Sequence[str]) -> None:
         run(rest)
     elif command == "export":
         _export(rest)
+    elif command == "evaluate":
+        from .evaluation.suite import main as run
+
+        run(rest)
+    elif command == "retrain":
+        from .retrain import main as run
+
+        run(rest)
     elif command == "push":
         from .hub import cli_push
 

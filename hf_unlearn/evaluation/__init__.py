@@ -1,8 +1,10 @@
 """Measuring class unlearning: accuracy matrix, forget/retain accuracy, MIA, ZRF, probes,
 plots and reports.
 
-Everything here is model-agnostic: functions take predictions, logits, confidences or features
-(numpy arrays, lists or torch tensors) that the caller computed. Importing this package is
+The metric functions are model-agnostic: they take predictions, logits, confidences or features
+(numpy arrays, lists or torch tensors) that the caller computed. :func:`evaluate_unlearning`
+(``suite.py``) runs models over a train and a test split and computes all of them at once, next
+to the base model and the retrain references. Importing this package is
 cheap (numpy only); scikit-learn, matplotlib, torch/accelerate and evaluate are imported inside
 the functions that need them.
 
@@ -37,26 +39,40 @@ from .metrics import (
 )
 from .plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain
 from .report import environment_info, write_report
+from .suite import (
+    DEFINITIONS,
+    classifier_module,
+    evaluate_unlearning,
+    filter_sparsity,
+    penultimate_features,
+    random_reference_model,
+)
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 METRIC_NAMES = ("forget_retain_accuracy", "mia_efficacy")
 
 __all__ = [
+    "DEFINITIONS",
     "METRICS_DIR",
     "METRIC_NAMES",
     "RetainPairs",
     "accuracy_matrix",
     "class_counts",
+    "classifier_module",
     "collect_predictions",
     "environment_info",
+    "evaluate_unlearning",
+    "filter_sparsity",
     "linear_probe_accuracy",
     "load_metric",
     "metric_path",
     "mia_efficacy",
+    "penultimate_features",
     "per_class_accuracy",
     "plot_accuracy_matrix",
     "plot_filter_sparsity",
     "plot_forget_retain",
+    "random_reference_model",
     "sample_retain_pairs",
     "sampled_retain_estimate",
     "set_accuracy",
