@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "fold one class (or set) into a plain transformers model (optionally --push_to_hub)",
     "evaluate": "forget/retain accuracy, MIA, ZRF and probes of an adapter or model (report + plots)",
     "retrain": "the gold-standard reference: train the base recipe again without the forgotten class(es)",
+    "explain": "what the filters say about each class: filter maps, row similarity vs confusion, saliency, AUCs",
     "push": "push an adapter (filters, config, image processor, model card, report) to the Hub",
 }
 
@@ -85,6 +86,10 @@ def _dispatch(command: str, rest: Sequence[str]) -> None:
         run(rest)
     elif command == "retrain":
         from .retrain import main as run
+
+        run(rest)
+    elif command == "explain":
+        from .explain import main as run
 
         run(rest)
     elif command == "push":
