@@ -21,14 +21,19 @@ def launch_two_ranks(function, *args):
 
     ``function`` must be importable by module path (a top-level function of a test module).
     """
+    launch_ranks(function, *args, nprocs=2)
+
+
+def launch_ranks(function, *args, nprocs: int = 2):
+    """Like :func:`launch_two_ranks` with ``nprocs`` spawned processes (1 gives a clean single process)."""
     from accelerate.utils import patch_environment
     from accelerate.utils.launch import PrepareForLaunch
     from torch.multiprocessing import start_processes
 
     # (a file in a temporary directory: torch's FileStore deletes its file when the ranks are done)
     with tempfile.TemporaryDirectory() as rendezvous, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port=str(free_port()), accelerate_mixed_precision="no",
+        world_size=nprocs, master_addr="127.0.0.1", master_port=str(free_port()), accelerate_mixed_precision="no",
         accelerate_debug_rdv_file=os.path.join(rendezvous, "store"), accelerate_use_cpu="yes",
         gloo_socket_ifname="lo", omp_num_threads=1,
     ):
-        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=2, start_method="spawn")
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=nprocs, start_method="spawn")

@@ -462,7 +462,7 @@ def _gather_worker(out_prefix):
 
 def test_gather_one_vs_two_processes(tmp_path):
     torch = pytest.importorskip("torch")
-    accelerate = pytest.importorskip("accelerate")
+    from ddp import launch_ranks
 
     x, y = _gather_data()
     with torch.no_grad():
@@ -472,7 +472,9 @@ def test_gather_one_vs_two_processes(tmp_path):
     results = {}
     for nproc in (1, 2):
         prefix = tmp_path / f"n{nproc}"
-        accelerate.debug_launcher(_gather_worker, args=(str(prefix),), num_processes=nproc)
+        # spawned, not accelerate.debug_launcher: a forked child inherits the parent's AcceleratorState
+        # (both ranks then think they are rank 0) and its used OpenMP pool (deadlock); see tests/ddp.py
+        launch_ranks(_gather_worker, str(prefix), nprocs=nproc)
         for rank in range(nproc):  # every rank holds the full, de-duplicated result
             r = torch.load(f"{prefix}.rank{rank}.pt")
             assert r["world"] == nproc
