@@ -319,7 +319,9 @@ def _markdown(report: Mapping[str, Any]) -> str:
     if other:
         lines += ["## Other results", ""]
         for k, v in other.items():
-            lines += _metric_block(str(k), v, names)[2:]  # without a second heading level
+            block = _metric_block(str(k), v, names)[2:]
+            # scalars carry their name in bold already; tables need a title of their own
+            lines += block if block[:1] and block[0].startswith("**") else [f"**{k}**", ""] + block
     env = report.get("environment") or {}
     if env:
         versions = env.get("versions", {})
