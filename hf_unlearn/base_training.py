@@ -109,6 +109,16 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set
 
 
 
+def drop_replaced_alternative(values: dict, explicit: set) -> dict:
+    """--preset and --model_name_or_path are alternatives: the one given on the command line
+    replaces the other coming from a YAML file (or a base model's saved config)."""
+    if "preset" in explicit:
+        values.pop("model_name_or_path", None)
+    if "model_name_or_path" in explicit:
+        values.pop("preset", None)
+    return values
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line; ``--config file.yaml`` pre-fills defaults, explicit flags win."""
     parser = build_parser()
@@ -116,14 +126,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         values = load_yaml_options(pre.config, parser)
-        explicit = _explicit_dests(parser, argv)
-        # --preset and --model_name_or_path are alternatives: one given on the command line
-        # replaces the other one coming from the YAML file.
-        if "preset" in explicit:
-            values.pop("model_name_or_path", None)
-        if "model_name_or_path" in explicit:
-            values.pop("preset", None)
-        parser.set_defaults(**values)
+        parser.set_defaults(**drop_replaced_alternative(values, _explicit_dests(parser, argv)))
     args = parser.parse_args(argv)
     try:
         return resolve_args(args)

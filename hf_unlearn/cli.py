@@ -8,17 +8,27 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Optional, Sequence
 
 COMMANDS = {
     "train-base": "train a base classifier (a preset from scratch, or fine-tune a checkpoint)",
     "train": "untrain every class in one round (the weight-filter adapter)",
-    "export": "fold one class (or set) into a plain transformers model (optionally --push_to_hub)",
     "evaluate": "forget/retain accuracy, MIA, ZRF and probes of an adapter or model (report + plots)",
     "retrain": "the gold-standard reference: train the base recipe again without the forgotten class(es)",
+    "export": "fold one class (or set) into a plain transformers model (optionally --push_to_hub)",
     "explain": "what the filters say about each class: filter maps, row similarity vs confusion, saliency, AUCs",
     "push": "push an adapter (filters, config, image processor, model card, report) to the Hub",
+}
+# command -> (module, function taking argv); imported only when that command runs
+RUNNERS = {
+    "train-base": (".base_training", "main"),
+    "train": (".untraining_job", "main"),
+    "evaluate": (".evaluation.suite", "main"),
+    "retrain": (".retrain", "main"),
+    "explain": (".explain", "main"),
+    "push": (".hub", "cli_push"),
 }
 
 
@@ -70,32 +80,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _dispatch(command: str, rest: Sequence[str]) -> None:
-    if command == "train-base":
-        from .base_training import main as run
-
-        run(rest)
-    elif command == "train":
-        from .untraining_job import main as run
-
-        run(rest)
-    elif command == "export":
+    if command == "export":
         _export(rest)
-    elif command == "evaluate":
-        from .evaluation.suite import main as run
-
-        run(rest)
-    elif command == "retrain":
-        from .retrain import main as run
-
-        run(rest)
-    elif command == "explain":
-        from .explain import main as run
-
-        run(rest)
-    elif command == "push":
-        from .hub import cli_push
-
-        cli_push(rest)
+        return
+    module, function = RUNNERS[command]
+    getattr(importlib.import_module(module, __package__), function)(rest)
 
 
 if __name__ == "__main__":

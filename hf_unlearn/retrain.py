@@ -155,7 +155,7 @@ _RETRAIN_KEYS = ("base_dir", "classes", "together", "skip_existing")
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``--base_dir`` (then ``--config``) pre-fill the recipe; flags given on the command line win."""
-    from .base_training import CONFIG_FILENAME, _explicit_dests
+    from .base_training import CONFIG_FILENAME, _explicit_dests, drop_replaced_alternative
     from .run_utils import load_yaml_options
 
     parser = build_parser()
@@ -170,12 +170,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         values.pop("output_dir", None)  # never the base's own folder
     if pre.config:
         values.update(load_yaml_options(pre.config, parser))
-    explicit = _explicit_dests(parser, argv)
-    if "preset" in explicit:
-        values.pop("model_name_or_path", None)
-    if "model_name_or_path" in explicit:
-        values.pop("preset", None)
-    parser.set_defaults(**values)
+    parser.set_defaults(**drop_replaced_alternative(values, _explicit_dests(parser, argv)))
     args = parser.parse_args(argv)
     if not args.classes:
         parser.error("--classes is required: 'all' or class ids/names")
