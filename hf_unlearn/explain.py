@@ -1541,19 +1541,9 @@ def _markdown(r: Mapping[str, Any]) -> str:
 
 def write_explain_report(report: Mapping[str, Any], out_dir, *, name: str = "explain") -> tuple[Path, Path]:
     """Write ``{out_dir}/{name}.json`` (everything) and ``{name}.md`` (tables), atomically."""
-    import json
+    from .evaluation.report import write_report
 
-    from .evaluation.report import _atomic_write_text, environment_info, to_jsonable
-
-    data = dict(report)
-    if not data.get("environment"):
-        data["environment"] = environment_info()
-    data = to_jsonable(data)
-    out = Path(out_dir)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    _atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    _atomic_write_text(md_path, _markdown(data))
-    return json_path, md_path
+    return write_report(report, out_dir, name=name, markdown=_markdown)
 
 
 # --------------------------------------------------------------------------------------------

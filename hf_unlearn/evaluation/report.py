@@ -339,7 +339,8 @@ def _markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, *, name: str = "report") -> tuple[Path, Path]:
+def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, *, name: str = "report",
+                 markdown=None) -> tuple[Path, Path]:
     """Write ``{out_dir}/{name}.json`` (everything, machine-readable) and ``{name}.md`` (summary).
 
     The JSON is strict (NaN and inf become ``null``) and gets an ``environment`` block from
@@ -366,5 +367,6 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, *, name:
     out = Path(out_dir)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
     _atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    _atomic_write_text(md_path, _markdown(data))
+    # ``markdown``: another renderer of the same JSON-ready dict (e.g. hf_unlearn.explain's)
+    _atomic_write_text(md_path, (markdown or _markdown)(data))
     return json_path, md_path
