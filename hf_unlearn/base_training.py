@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .run_utils import load_yaml_options, machine_info, package_versions, write_yaml_config
+from .run_utils import end_distributed, load_yaml_options, machine_info, package_versions, write_yaml_config
 
 __all__ = ["build_parser", "parse_args", "resolve_args", "train_base", "evaluate_accuracy", "main",
            "CONFIG_FILENAME", "METRICS_FILENAME"]
@@ -426,4 +426,6 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    return train_base(parse_args(argv))
+    metrics = train_base(parse_args(argv))
+    end_distributed()
+    return metrics

@@ -234,4 +234,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """``recipes/retrain.py`` / ``hf-unlearn retrain``."""
-    return run(parse_args(argv))
+    from .run_utils import end_distributed
+
+    metrics = run(parse_args(argv))
+    end_distributed()
+    return metrics

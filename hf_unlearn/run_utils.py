@@ -50,3 +50,17 @@ def write_yaml_config(args, path: str) -> None:
     values = {k: v for k, v in vars(args).items() if k != "config"}
     with open(path, "w") as f:
         yaml.safe_dump(values, f, sort_keys=True)
+
+
+def end_distributed() -> None:
+    """Leave the process group cleanly at the end of a job (a no-op outside ``accelerate launch``).
+
+    A gloo process group that is still alive when the interpreter exits can abort the process in its
+    destructor ("terminate called without an active exception", SIGABRT) after all the work was done,
+    which fails the launcher. A barrier first, so no rank tears down while another still communicates.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

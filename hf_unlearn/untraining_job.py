@@ -253,4 +253,8 @@ def random_pairs(num_classes: int, count: int, seed: int = 0) -> list[list[int]]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    return run(parse_args(argv))
+    from .run_utils import end_distributed
+
+    metrics = run(parse_args(argv))
+    end_distributed()
+    return metrics

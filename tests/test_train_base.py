@@ -9,6 +9,7 @@ import yaml
 
 import datasets
 
+from ddp import launch_two_ranks
 from hf_unlearn.base_training import CONFIG_FILENAME, METRICS_FILENAME, parse_args, resolve_args, train_base
 from hf_unlearn.presets import MICRO_PRESETS, PRESETS, build_preset, preset_config, tiny_preset
 
@@ -173,26 +174,7 @@ def test_resolve_args_checks():
         resolve_args({"preset": "resnet-tiny", "output_dir": "o", "epoch": 1})
 
 
-# -- DDP: two gloo ranks on CPU, launched once for the module ---------------------------------------
-
-
-def launch_two_ranks(function, *args, env=None):
-    """``accelerate.debug_launcher`` with *spawned* processes: it forks, and a forked child of a
-    pytest process whose torch (OpenMP) threads have already run can deadlock. Two gloo ranks on CPU,
-    one torch thread each."""
-    import tempfile
-
-    from accelerate.utils import patch_environment
-    from accelerate.utils.launch import PrepareForLaunch
-    from torch.multiprocessing import start_processes
-
-    # (a file in a temporary directory: torch's FileStore deletes its file when the ranks are done)
-    with tempfile.TemporaryDirectory() as rendezvous, patch_environment(
-        world_size=2, master_addr="127.0.0.1", master_port="29500", accelerate_mixed_precision="no",
-        accelerate_debug_rdv_file=os.path.join(rendezvous, "store"), accelerate_use_cpu="yes",
-        gloo_socket_ifname="lo", omp_num_threads=1, **(env or {}),
-    ):
-        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=2, start_method="spawn")
+# -- DDP: two gloo ranks on CPU (tests/ddp.py), launched once for the module ------------------------
 
 
 def _ddp_worker(out_dir):

@@ -1014,6 +1014,10 @@ def _summary_line(report: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """``recipes/evaluate.py`` / ``hf-unlearn evaluate``: parse ``argv`` and run the evaluation."""
+    from ..run_utils import end_distributed
+
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return run_evaluation(args)
+    metrics = run_evaluation(args)
+    end_distributed()
+    return metrics
