@@ -29,7 +29,7 @@ What runs on which classes (N = number of classes):
 - the other peers: ``--classes`` (default: 3 classes drawn with ``--seed``).
 
 For every (method, class): ``evaluate_unlearning`` on the test split (FA, RA, test accuracy) and the
-training split (MIA-efficacy, ZRF, linear probe), see ``hf_unlearn.evaluation.suite.DEFINITIONS``.
+training split (MIA-efficacy, ZRF, linear probe, 5-shot probe), see ``hf_unlearn.evaluation.suite.DEFINITIONS``.
 Costs:
 
 - time to forget one class: the method's wall time for one class (WF: its single round, which
@@ -308,6 +308,7 @@ def row_from_set_report(report: dict) -> dict:
         "test_acc": (acc["forget_acc"] * n_f + acc["retain_acc"] * n_r) / max(n_f + n_r, 1),
         "mia_efficacy": report["mia_efficacy"]["unlearned"], "zrf": report["zrf"]["unlearned"],
         "probe": report["probe"]["unlearned"], "probe_auc": report["probe_auc"]["unlearned"],
+        "few_shot_probe": report["few_shot_probe"]["unlearned"],
     }
 
 
@@ -324,7 +325,8 @@ def rows_from_adapter_report(report: dict, classes, counts) -> dict:
         test_acc = sum(float(row[y]) * counts[y] for y in range(len(counts)) if counts[y]) / max(total, 1.0)
         out[c] = {"forget_acc": fa, "retain_acc": ra, "test_acc": test_acc,
                   "mia_efficacy": report["mia_efficacy"]["unlearned"][c], "zrf": report["zrf"]["unlearned"][c],
-                  "probe": report["probe"]["unlearned"][c], "probe_auc": report["probe_auc"]["unlearned"][c]}
+                  "probe": report["probe"]["unlearned"][c], "probe_auc": report["probe_auc"]["unlearned"][c],
+                  "few_shot_probe": report["few_shot_probe"]["unlearned"][c]}
     return out
 
 
@@ -353,7 +355,7 @@ def summarize(per_class: dict, base_rows: dict, classes) -> dict:
     classes = [c for c in classes if c in per_class]
     if not classes:
         return {}
-    keys = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy", "zrf", "probe", "probe_auc")
+    keys = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy", "zrf", "probe", "probe_auc", "few_shot_probe")
     out = {k: _mean(per_class[c].get(k) for c in classes) for k in keys}
     drops = [base_rows[c]["retain_acc"] - per_class[c]["retain_acc"] for c in classes if c in base_rows]
     out["retain_drop"] = _mean(drops)
@@ -401,7 +403,7 @@ def markdown(result: dict) -> str:
                  f"Peer classes: {', '.join(f'{c} ({names[c]})' for c in s['peer_classes'])}.")
     lines.append("")
     header = ["method", "classes", "FA %", "RA %", "RA drop pt", "test acc %", "MIA-eff. %", "ZRF",
-              "probe bal. acc %", "s to forget 1 class", f"s to serve all {n}", f"storage for all {n}",
+              "probe bal. acc %", "5-shot probe %", "s to forget 1 class", f"s to serve all {n}", f"storage for all {n}",
               f"ms / request ({s['latency_batch']})"]
 
     def table(key, title):
@@ -414,7 +416,8 @@ def markdown(result: dict) -> str:
             lines.append("| " + " | ".join([
                 name, str(len(summ["classes"])), _fmt(summ["forget_acc"]), _fmt(summ["retain_acc"]),
                 _fmt(summ.get("retain_drop")), _fmt(summ["test_acc"]), _fmt(summ["mia_efficacy"]),
-                _fmt(summ["zrf"], 3), _fmt(summ["probe"]), _seconds(cost.get("seconds_one_class")),
+                _fmt(summ["zrf"], 3), _fmt(summ["probe"]), _fmt(summ.get("few_shot_probe")),
+                _seconds(cost.get("seconds_one_class")),
                 _seconds(cost.get("seconds_all_classes"), cost.get("all_classes_extrapolated", False)),
                 _bytes(cost.get("storage_bytes_all_classes")), _fmt(cost.get("latency_ms")),
             ]) + " |")
@@ -676,7 +679,8 @@ def run(args: argparse.Namespace) -> dict:
             if name not in latency_models:
                 latency_models[name] = r.model
             log(f"[{name}] class {c}: FA {row['forget_acc']:.2f}% RA {row['retain_acc']:.2f}% "
-                f"MIA {_fmt(row['mia_efficacy'])} probe {_fmt(row['probe'])} ({r.seconds:.2f} s)")
+                f"MIA {_fmt(row['mia_efficacy'])} probe {_fmt(row['probe'])} 5-shot {_fmt(row['few_shot_probe'])} "
+                f"({r.seconds:.2f} s)")
         result["methods"][name] = {"per_class": per_class, "hparams": r.hparams, "info": infos,
                                    "hparams_source": (sys.modules[type(method).__module__].__doc__ or "")
                                    .strip().splitlines()[0], "_seconds": seconds,

@@ -146,6 +146,9 @@ def test_benchmark_smoke(tmp_path):
         assert m["cost"]["storage_bytes_all_classes"] > 0, name
     assert methods["base"]["summary_peer_classes"]["forget_acc"] >= 90
     assert methods["logit_mask"]["summary_peer_classes"]["forget_acc"] == 0.0
+    # the control's features are the base's: the few-shot probe gives exactly the base's value
+    few = {m: methods[m]["summary_peer_classes"]["few_shot_probe"] for m in ("base", "logit_mask", "retrain")}
+    assert few["logit_mask"] == few["base"] and few["retrain"] < few["base"], few
     assert methods["wf"]["cost"]["all_classes_extrapolated"] is False
     assert methods["finetune"]["cost"]["all_classes_extrapolated"] is True
     # WF stores one backbone plus filters; a peer one full model per class
@@ -158,5 +161,5 @@ def test_benchmark_smoke(tmp_path):
         assert t["budget_trials"] == 2 and t["trials"][0]["hparams"] == {}, name
         assert methods[name]["tuned"] is True
     table = (out / "benchmark.md").read_text()
-    assert "| wf |" in table and "| svd_projection |" in table and "(extrap.)" in table
+    assert "| wf |" in table and "| svd_projection |" in table and "(extrap.)" in table and "5-shot probe" in table
     assert (out / "benchmark.png").stat().st_size > 5000

@@ -252,6 +252,31 @@ def test_mia_high_without_the_class_low_on_the_original_and_probe(retrained, dig
     assert report["retrain"]["forget_acc"] == 0.0
     assert report["probe"]["base"] > 90 and report["probe_auc"]["base"] > 0.97  # the base tells 3 apart
     assert report["zrf"]["unlearned"] > report["zrf"]["base"]
+    few = report["few_shot_probe"]
+    assert few["retrain"] == few["unlearned"]
+    assert few["base"] > 85 and few["retrain"] < few["base"] - 15  # 5 shots: only features trained on 3 find it
+
+
+def test_logit_masking_is_exposed_by_the_few_shot_probe(retrained, digits_base):
+    """The control: FA 0 and MIA-efficacy like the retrain, yet the features are the base's. The
+    few-shot probe says so: exactly the base's value, far above the retrain's."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_unlearn.baselines import get_baseline
+
+    root, _, _ = retrained
+    base_dir, _ = digits_base
+    base = AutoModelForImageClassification.from_pretrained(base_dir)
+    masked = get_baseline("logit_mask").unlearn(base, [FORGET]).model
+    report = evaluate_unlearning(masked, digits("train"), digits("test"), base_model=str(base_dir),
+                                 retrain_dirs={FORGET: str(root / f"class-{FORGET}")},
+                                 image_processor=AutoImageProcessor.from_pretrained(base_dir), progress=False)
+    assert report["accuracy"]["forget_acc"] == 0.0  # looks perfect on FA/RA ...
+    assert report["mia_efficacy"]["unlearned"] > 90  # ... and on MIA
+    few = report["few_shot_probe"]
+    assert few["unlearned"] == few["base"]  # ... but nothing left the representation
+    assert few["unlearned"] > few["retrain"] + 15
+    assert report["settings"]["few_shot_shots"] == 5 and report["settings"]["few_shot_draws"] == 10
 
 
 def test_evaluate_recipe_writes_report_and_plots(retrained, digits_base, tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from hf_unlearn.evaluation import (
     accuracy_matrix,
     class_counts,
+    few_shot_probe_accuracy,
     linear_probe_accuracy,
     metric_path,
     mia_efficacy,
@@ -318,6 +319,51 @@ def test_linear_probe_separable_and_random():
         linear_probe_accuracy(feats[:10], np.zeros(10, bool), feats[10:20], is_c[10:20])
     with pytest.raises(ValueError, match="Mismatched lengths"):
         linear_probe_accuracy(feats[:10], is_c[:9], feats[10:20], is_c[10:20])
+
+
+def _clusters(rng, n_per_class, centres, spread):
+    feats = np.concatenate([c + spread * rng.normal(size=(n_per_class, len(c))) for c in centres])
+    labels = np.repeat(np.arange(len(centres)), n_per_class)
+    return feats, labels
+
+
+def test_few_shot_probe_tells_an_encoded_class_from_a_collapsed_one():
+    rng = np.random.default_rng(0)
+    eye = np.eye(8) * 4.0
+    # four well separated classes: 5 shots recover every one of them
+    centres = [eye[0], eye[1], eye[2], eye[3]]
+    Xtr, ytr = _clusters(rng, 50, centres, 0.3)
+    Xte, yte = _clusters(rng, 40, centres, 0.3)
+    r = few_shot_probe_accuracy(Xtr, ytr, Xte, yte, [3], shots=5, draws=6, seed=0)
+    assert r["accuracy"] == 100.0 and r["std"] == 0.0 and len(r["per_draw"]) == 6
+    assert r["shots"] == 5 and r["n_test"] == 40
+    # class 3 no longer has features of its own (they sit inside class 2's cluster): chance between 2 and 3
+    collapsed = [eye[0], eye[1], eye[2], eye[2]]
+    Xtr, ytr = _clusters(rng, 50, collapsed, 0.3)
+    Xte, yte = _clusters(rng, 40, collapsed, 0.3)
+    r = few_shot_probe_accuracy(Xtr, ytr, Xte, yte, [3], shots=5, draws=20, seed=0)
+    assert 15.0 < r["accuracy"] < 85.0
+    # a set: the test samples of both classes, each must land on its own class
+    r = few_shot_probe_accuracy(Xtr, ytr, Xte, yte, [0, 1], shots=5, draws=3)
+    assert r["accuracy"] == 100.0 and r["n_test"] == 80
+    # seeded: the same draws give the same number
+    assert few_shot_probe_accuracy(Xtr, ytr, Xte, yte, [3], seed=4) == few_shot_probe_accuracy(
+        Xtr, ytr, Xte, yte, [3], seed=4)
+
+
+def test_few_shot_probe_errors_are_clear():
+    rng = np.random.default_rng(1)
+    X, y = _clusters(rng, 4, [np.ones(3), -np.ones(3)], 0.1)
+    with pytest.raises(ValueError, match="fewer than shots=5"):
+        few_shot_probe_accuracy(X, y, X, y, [0], shots=5)
+    with pytest.raises(ValueError, match=r"Classes \[7\] have no training samples"):
+        few_shot_probe_accuracy(X, y, X, y, [7], shots=2)
+    with pytest.raises(ValueError, match="No test samples"):
+        few_shot_probe_accuracy(X, y, X[y == 0], y[y == 0], [1], shots=2)
+    with pytest.raises(ValueError, match="Feature sizes differ"):
+        few_shot_probe_accuracy(X, y, X[:, :2], y, [0], shots=2)
+    with pytest.raises(ValueError, match="shots and draws"):
+        few_shot_probe_accuracy(X, y, X, y, [0], shots=0)
 
 
 # --------------------------------------------------------------------------------------------

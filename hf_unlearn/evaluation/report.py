@@ -56,6 +56,9 @@ GLOSSARY = {
     "randomly initialised copy on the forget samples; 1 = indistinguishable from random.",
     "linear probe": "class-balanced logistic regression on standardised penultimate features, "
     "'is this class c?'; balanced accuracy 50% / AUC 0.5 = cannot tell class c apart.",
+    "few-shot probe": "nearest-class-mean classifier from 5 labelled samples per class on the "
+    "penultimate features, scored on the forgotten class's test samples (%); the base model's value = "
+    "still encoded (logit masking scores exactly that), near the retrain = removed.",
     "retrain": "the gold standard: a model trained from scratch without the forgotten class(es).",
 }
 
@@ -294,6 +297,7 @@ _SECTIONS = (
     ("mia_efficacy", "MIA-efficacy (%)"),
     ("zrf", "ZRF"),
     ("probe", "Linear probe"),
+    ("few_shot_probe", "Few-shot probe (%)"),
     ("cost", "Cost"),
 )
 

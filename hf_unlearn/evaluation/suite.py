@@ -10,6 +10,8 @@ forgotten class (or the forgotten set), the measures defined in ``hf_unlearn.eva
 - MIA-efficacy (SalUn protocol) on the forget training samples;
 - ZRF against a randomly initialised copy of the architecture (Jensen-Shannon, base-2 logs);
 - a linear probe "is this class c?" on penultimate features (train features -> test features);
+- a few-shot probe: can class c be relearned from 5 labelled samples per class on the frozen
+  features? (the measure that tells hiding, e.g. logit masking, from removing);
 - all of it for the retrain-from-scratch reference(s) too, when given.
 
 What it accepts as ``target``:
@@ -93,6 +95,11 @@ DEFINITIONS = {
     "token after the final layernorm), standardised; class-balanced logistic regression 'is this "
     "sample of the forgotten class(es)?' fitted on training-split features, scored on test-split "
     "features: balanced accuracy (%) and ROC AUC. 50% / 0.5 = cannot tell the class apart.",
+    "few-shot probe": "nearest-class-mean classifier over all classes from `shots` (5) labelled "
+    "training samples per class (cosine to each class's mean L2-normalised penultimate feature), scored "
+    "on the test samples of the forgotten class(es): % assigned to their own class, mean of 10 seeded "
+    "draws. Equal to the base = the features still encode the class (logit masking scores exactly the "
+    "base); near the retrain = it is gone from the representation.",
     "retrain": "the gold standard: the base recipe trained from scratch without the forgotten "
     "class(es), keeping all N outputs (hf_unlearn.retrain).",
 }
@@ -555,6 +562,8 @@ def evaluate_unlearning(
     exact_limit: int = EXACT_MATRIX_LIMIT,
     samples_per_row: int = 50,
     max_detail_rows: int = 10,
+    few_shot_shots: int = 5,
+    few_shot_draws: int = 10,
 ) -> dict:
     """Every unlearning metric for ``target`` (and the base and retrain references) on two splits.
 
@@ -582,11 +591,14 @@ def evaluate_unlearning(
         samples_per_row: retain samples per row for the sampled estimate.
         max_detail_rows: above ``exact_limit``, MIA/ZRF/probe run on this many seeded rows (plus
             every row with a retrain reference) unless ``rows`` are given.
+        few_shot_shots, few_shot_draws: labelled samples per class and seeded repetitions of the
+            few-shot probe (``hf_unlearn.evaluation.metrics.few_shot_probe_accuracy``); the shots
+            come from the probe's training-split subset.
 
     Returns:
         A JSON-ready dict for :func:`~hf_unlearn.evaluation.report.write_report`: ``accuracy``
         (``summarize_matrix`` output with ``method`` and ``matrix``, a sampled estimate, or a set's
-        FA/RA next to the base), ``retrain``, ``mia_efficacy``/``zrf``/``probe``/``probe_auc`` by model
+        FA/RA next to the base), ``retrain``, ``mia_efficacy``/``zrf``/``probe``/``probe_auc``/``few_shot_probe`` by model
         (``unlearned``, ``base``, ``retrain``; per-class lists in rows mode), ``filters_off_pct``,
         ``definitions``, ``settings``, and the run description.
 
@@ -711,7 +723,7 @@ def evaluate_unlearning(
                           keep_features=probe_train, keep_probs=zrf_mask, desc="train split", progress=progress)
 
     # ---- accuracy
-    from .metrics import (accuracy_matrix, class_counts, linear_probe_accuracy, mia_efficacy, per_class_accuracy,
+    from .metrics import (accuracy_matrix, class_counts, few_shot_probe_accuracy, linear_probe_accuracy, mia_efficacy, per_class_accuracy,
                           sample_retain_pairs, sampled_retain_estimate, set_accuracy, summarize_matrix, zrf_score)
 
     def preds_of(source):
@@ -783,7 +795,7 @@ def evaluate_unlearning(
     y_zrf = y_train[zrf_mask]
     y_probe_train, y_probe_test = y_train[probe_train], y_test[probe_test]
     random_probs = train_out["random"]["probs"][0]
-    metric_rows: dict[str, dict] = {"mia": {}, "zrf": {}, "probe": {}, "auc": {}}
+    metric_rows: dict[str, dict] = {"mia": {}, "zrf": {}, "probe": {}, "auc": {}, "few_shot": {}}
     for unit in tqdm(units, desc="MIA / ZRF / probe", disable=not (progress and main), leave=False):
         sources = {"unlearned": unit_source[unit]}
         if base_source is not None:
@@ -800,8 +812,11 @@ def evaluate_unlearning(
             zrf = zrf_score(train_out[runner]["probs"][i][zmask], random_probs[zmask])
             probe = linear_probe_accuracy(train_out[runner]["feats"][i], np.isin(y_probe_train, unit),
                                           test_out[runner]["feats"][i], np.isin(y_probe_test, unit), seed=seed)
+            few = few_shot_probe_accuracy(train_out[runner]["feats"][i], y_probe_train, test_out[runner]["feats"][i],
+                                          y_probe_test, list(unit), shots=few_shot_shots, draws=few_shot_draws,
+                                          seed=seed)
             for key, value in (("mia", mia), ("zrf", zrf), ("probe", probe["balanced_accuracy"]),
-                               ("auc", probe["auc"])):
+                               ("auc", probe["auc"]), ("few_shot", few["accuracy"])):
                 metric_rows[key].setdefault(model_name, {})[unit] = value
 
     def arrange(table):
@@ -819,6 +834,7 @@ def evaluate_unlearning(
     report["zrf"] = arrange(metric_rows["zrf"])
     report["probe"] = arrange(metric_rows["probe"])
     report["probe_auc"] = arrange(metric_rows["auc"])
+    report["few_shot_probe"] = arrange(metric_rows["few_shot"])
     if adapter is not None and mode == "rows":
         share = filter_sparsity(adapter)
         layers = adapter.filter_layers()
@@ -840,6 +856,8 @@ def evaluate_unlearning(
         "n_test": int(len(y_test)),
         "n_probe_train": int(probe_train.sum()),
         "n_probe_test": int(probe_test.sum()),
+        "few_shot_shots": int(few_shot_shots),
+        "few_shot_draws": int(few_shot_draws),
         "max_mia_samples": max_mia_samples,
         "batch_size": batch_size,
         "num_processes": accelerator.num_processes if accelerator is not None else 1,
@@ -886,6 +904,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch_size", type=int, default=128, help="samples per forward (x rows+1 for an adapter)")
     ev.add_argument("--max_mia_samples", type=int, default=None, help="cap MIA members/non-members (departs from SalUn)")
     ev.add_argument("--max_probe_samples", type=int, default=10_000, help="probe subset per split (0 = all)")
+    ev.add_argument("--few_shot_shots", type=int, default=5, help="few-shot probe: labelled samples per class")
+    ev.add_argument("--few_shot_draws", type=int, default=10, help="few-shot probe: seeded repetitions")
     ev.add_argument("--samples_per_row", type=int, default=50, help="sampled RA above 20 classes")
     ev.add_argument("--cpu", action="store_true", help="force CPU (gives gloo DDP on a CPU box)")
     ev.add_argument("--num_threads", type=int, default=None, help="torch.set_num_threads")
@@ -977,7 +997,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     report = evaluate_unlearning(
         target, train, test, rows=_refs(args.rows), retrain_dirs=retrain_dirs, accelerator=accelerator,
         seed=args.seed, max_mia_samples=args.max_mia_samples, progress=progress, batch_size=args.batch_size,
-        max_probe_samples=args.max_probe_samples or None, samples_per_row=args.samples_per_row, **kwargs,
+        max_probe_samples=args.max_probe_samples or None, samples_per_row=args.samples_per_row,
+        few_shot_shots=args.few_shot_shots, few_shot_draws=args.few_shot_draws, **kwargs,
     )
     report["adapter"] = args.adapter
     report["settings"]["argv"] = getattr(args, "argv", None)
@@ -1002,7 +1023,9 @@ def _summary_line(report: dict) -> str:
             parts.append(f"drop {acc['mean_retain_drop']:.2f} pt")
     else:
         parts.append(f"FA {acc['forget_acc']:.2f}%, RA {acc['retain_acc']:.2f}%")
-    for key, label in (("mia_efficacy", "MIA"), ("zrf", "ZRF"), ("probe", "probe")):
+    shots = report.get("settings", {}).get("few_shot_shots", 5)
+    for key, label in (("mia_efficacy", "MIA"), ("zrf", "ZRF"), ("probe", "probe"),
+                       ("few_shot_probe", f"{shots}-shot probe")):
         value = (report.get(key) or {}).get("unlearned")
         if isinstance(value, list):
             vals = [v for v in value if v is not None]
