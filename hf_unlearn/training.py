@@ -12,6 +12,11 @@ For a batch of labelled samples ``(x, y)``:
 
 ``L = lambda_retain * CE_retain + lambda_forget * mean(1 / (CE_forget + eps)) + lambda_reg * mean(1 - alpha)``
 
+With ``retain_loss="kd"`` the retain term is instead the KL divergence from the *base model's*
+prediction with the set's logits masked out (the unfiltered network, one extra forward without
+gradients) to the filtered prediction: the filtered network is asked to behave exactly like the
+original one minus the forgotten classes, not only to keep the labels right.
+
 All passes of a batch run as one forward with a per-sample selection. The backbone is frozen and in
 eval mode (BatchNorm statistics fixed); only the filters learn. Runs on ``accelerate`` (one or many
 processes, DDP over gloo on CPU), with checkpoints that a killed run resumes from exactly.
@@ -48,6 +53,8 @@ class UntrainingArguments:
     lr_scheduler: str = "constant"  # constant | cosine | linear
     warmup_steps: int = 0
     lambda_retain: float = 1.0
+    retain_loss: str = "ce"  # ce (labels) | kd (match the base model with the set's logits masked)
+    kd_temperature: float = 1.0
     lambda_forget: float = 1.0
     lambda_reg: float = 0.0
     inverse_ce_eps: float = 1e-2
@@ -126,12 +133,38 @@ def expand_batch(pixel_values, labels, num_classes, args: UntrainingArguments, g
     return pixels, torch.cat([labels, rep]), selection
 
 
-def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments):
-    """The untraining objective on the expanded batch; returns ``(loss, parts)``."""
+def masked_teacher_log_probs(teacher_logits, selection, temperature: float = 1.0):
+    """Log-probabilities of the base model's logits with each row's forget set masked out.
+
+    ``selection`` is ``(N, K)`` class ids padded with -1; the target a retain pair should match.
+    """
+    logits = teacher_logits.float() / temperature
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    rows, cols = torch.nonzero(selection >= 0, as_tuple=True)
+    mask[rows, selection[rows, cols].to(logits.device)] = True
+    return torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
+
+
+def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments, teacher_log_probs=None):
+    """The untraining objective on the expanded batch; returns ``(loss, parts)``.
+
+    ``teacher_log_probs`` (retain rows only, from :func:`masked_teacher_log_probs`) is needed with
+    ``args.retain_loss == "kd"``.
+    """
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
     forget_ce, retain_ce = ce[:batch], ce[batch:]
     forget_term = (1.0 / (forget_ce + args.inverse_ce_eps)).mean()
-    retain_term = retain_ce.mean()
+    if args.retain_loss == "kd":
+        if teacher_log_probs is None:
+            raise ValueError("retain_loss='kd' needs the base model's log-probabilities (teacher_log_probs).")
+        t = args.kd_temperature
+        student = torch.log_softmax(logits[batch:].float() / t, dim=-1)
+        p = teacher_log_probs.exp()
+        # KL(teacher || student); masked classes have p = 0 and contribute nothing
+        kl = torch.where(p > 0, p * (teacher_log_probs - student), torch.zeros_like(p)).sum(-1)
+        retain_term = kl.mean() * (t * t)
+    else:
+        retain_term = retain_ce.mean()
     reg = torch.stack([(1 - v).mean() for v in filter_values]).mean() if args.lambda_reg else logits.new_zeros(())
     loss = args.lambda_retain * retain_term + args.lambda_forget * forget_term + args.lambda_reg * reg
     parts = {"retain_ce": retain_term.detach(), "forget_ce": forget_ce.mean().detach(), "reg": reg.detach()}
@@ -218,6 +251,8 @@ def untrain(
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from tqdm.auto import tqdm
 
+    if args.retain_loss not in ("ce", "kd"):
+        raise ValueError(f"Unknown retain_loss {args.retain_loss!r}: use 'ce' (labels) or 'kd' (match the base model).")
     if accelerator is None:
         accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -304,10 +339,17 @@ def untrain(
             labels = batch["labels"]
             pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), num_classes, args, gen)
             pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
+            teacher = None
+            if args.retain_loss == "kd":
+                with torch.no_grad():  # the original network: no row selected
+                    base_logits = accelerator.unwrap_model(model)(pixel_values=pixels[: labels.shape[0]]).logits
+                teacher = masked_teacher_log_probs(base_logits.repeat(args.retain_rows, 1),
+                                                   selection[labels.shape[0]:], args.kd_temperature)
             with accelerator.accumulate(model):
                 logits = model(pixel_values=pixels, forget=selection).logits
                 loss, parts = untraining_loss(
-                    logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args
+                    logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args,
+                    teacher_log_probs=teacher,
                 )
                 accelerator.backward(loss * weight)
                 optimizer.step()

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.training import UntrainingArguments, sample_forget_sets, untrain
+from hf_unlearn.training import (UntrainingArguments, masked_teacher_log_probs, sample_forget_sets, untrain,
+                                 untraining_loss)
 from ddp import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,31 @@ def test_forget_and_retain_sets():
         assert (sizes == 1).any() and (sizes > 1).any()  # singles and sets both occur
     only_singles = sample_forget_sets(labels, 10, contain=True, max_set_size=1, set_prob=0.5, generator=gen)
     assert torch.equal(only_singles[:, 0], labels)
+
+
+def test_kd_retain_term_matches_the_masked_base():
+    """retain_loss='kd': the target is the base's distribution with the pair's set masked out; a student
+    equal to it costs nothing, one that still puts mass on a masked class costs more."""
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(6, 5, generator=gen)
+    selection = torch.tensor([[1, -1], [0, 2], [4, -1], [3, 1], [2, -1], [0, -1]])
+    logp = masked_teacher_log_probs(teacher, selection)
+    assert torch.isneginf(logp[0, 1]) and torch.isneginf(logp[1, 0]) and torch.isneginf(logp[1, 2])
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(6))
+    args = UntrainingArguments(retain_loss="kd")
+    forget_logits = torch.randn(3, 5, generator=gen)
+    student = teacher.masked_fill(torch.isneginf(logp), -1e4)
+    logits = torch.cat([forget_logits, student])
+    targets = torch.cat([torch.tensor([1, 0, 4]), torch.tensor([0, 1, 0, 0, 0, 1])])
+    loss_equal, _ = untraining_loss(logits, targets, 3, [torch.ones(2)], args, teacher_log_probs=logp[:6])
+    loss_leak, _ = untraining_loss(torch.cat([forget_logits, teacher]), targets, 3, [torch.ones(2)], args,
+                                   teacher_log_probs=logp[:6])
+    forget_only = (1.0 / (torch.nn.functional.cross_entropy(forget_logits, targets[:3], reduction="none")
+                          + args.inverse_ce_eps)).mean()
+    assert torch.allclose(loss_equal, forget_only, atol=1e-5)  # KL term exactly 0
+    assert loss_leak > loss_equal + 1e-3
+    with pytest.raises(ValueError, match="teacher_log_probs"):
+        untraining_loss(logits, targets, 3, [torch.ones(2)], args)
 
 
 def test_untraining_forgets_every_class_on_digits(digits_base, tmp_path):

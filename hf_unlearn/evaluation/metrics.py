@@ -771,6 +771,19 @@ def zrf_score(model_probs: Any, random_probs: Any, *, variant: str = "js") -> fl
 # --------------------------------------------------------------------------------------------
 
 
+def _probe_inputs(train_features, train_y, test_features, test_y, convert, y_name: str):
+    """Checked ``(Xtr, ytr, Xte, yte)`` for a probe: 2-D features of one width, one target per row."""
+    Xtr = _floats(train_features, "train_features", ndim=2)
+    Xte = _floats(test_features, "test_features", ndim=2)
+    ytr = convert(train_y, f"train_{y_name}")
+    yte = convert(test_y, f"test_{y_name}")
+    _same_length(**{"train_features": Xtr, f"train_{y_name}": ytr})
+    _same_length(**{"test_features": Xte, f"test_{y_name}": yte})
+    if Xtr.shape[1] != Xte.shape[1]:
+        raise ValueError(f"Feature sizes differ: train {Xtr.shape[1]} vs test {Xte.shape[1]}.")
+    return Xtr, ytr, Xte, yte
+
+
 def linear_probe_accuracy(
     train_features: Any,
     train_is_class: Any,
@@ -804,14 +817,8 @@ def linear_probe_accuracy(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    Xtr = _floats(train_features, "train_features", ndim=2)
-    Xte = _floats(test_features, "test_features", ndim=2)
-    ytr = _bool_mask(train_is_class, "train_is_class")
-    yte = _bool_mask(test_is_class, "test_is_class")
-    _same_length(train_features=Xtr, train_is_class=ytr)
-    _same_length(test_features=Xte, test_is_class=yte)
-    if Xtr.shape[1] != Xte.shape[1]:
-        raise ValueError(f"Feature sizes differ: train {Xtr.shape[1]} vs test {Xte.shape[1]}.")
+    Xtr, ytr, Xte, yte = _probe_inputs(train_features, train_is_class, test_features, test_is_class,
+                                       _bool_mask, "is_class")
     for name, y in (("train_is_class", ytr), ("test_is_class", yte)):
         if y.all() or not y.any():
             raise ValueError(f"`{name}` must contain both samples of class c (True) and others (False).")
@@ -870,14 +877,7 @@ def few_shot_probe_accuracy(
         r = few_shot_probe_accuracy(feats_train, y_train, feats_test, y_test, [5], shots=5)
         r["accuracy"], r["std"]   # e.g. 97.8 for the base model, 24.6 for a model retrained without 5
     """
-    Xtr = _floats(train_features, "train_features", ndim=2)
-    Xte = _floats(test_features, "test_features", ndim=2)
-    ytr = _labels(train_labels, "train_labels")
-    yte = _labels(test_labels, "test_labels")
-    _same_length(train_features=Xtr, train_labels=ytr)
-    _same_length(test_features=Xte, test_labels=yte)
-    if Xtr.shape[1] != Xte.shape[1]:
-        raise ValueError(f"Feature sizes differ: train {Xtr.shape[1]} vs test {Xte.shape[1]}.")
+    Xtr, ytr, Xte, yte = _probe_inputs(train_features, train_labels, test_features, test_labels, _labels, "labels")
     if int(shots) < 1 or int(draws) < 1:
         raise ValueError(f"shots and draws must be >= 1, got shots={shots}, draws={draws}.")
     wanted = np.atleast_1d(np.asarray(classes, dtype=np.int64))
