@@ -17,6 +17,10 @@ prediction with the set's logits masked out (the unfiltered network, one extra f
 gradients) to the filtered prediction: the filtered network is asked to behave exactly like the
 original one minus the forgotten classes, not only to keep the labels right.
 
+With ``forget_loss="boundary"`` the forget term is instead the cross-entropy towards the class the
+*base model* finds most likely outside the forget set (Boundary Shrink's target): a forgotten sample
+must look like its nearest other class, not merely stop looking like its own.
+
 All passes of a batch run as one forward with a per-sample selection. The backbone is frozen and in
 eval mode (BatchNorm statistics fixed); only the filters learn. Runs on ``accelerate`` (one or many
 processes, DDP over gloo on CPU), with checkpoints that a killed run resumes from exactly.
@@ -55,6 +59,7 @@ class UntrainingArguments:
     lambda_retain: float = 1.0
     retain_loss: str = "ce"  # ce (labels) | kd (match the base model with the set's logits masked)
     kd_temperature: float = 1.0
+    forget_loss: str = "inverse_ce"  # inverse_ce (bounded 1/CE, the paper) | boundary (CE to the base's nearest other class)
     lambda_forget: float = 1.0
     lambda_reg: float = 0.0
     inverse_ce_eps: float = 1e-2
@@ -145,15 +150,22 @@ def masked_teacher_log_probs(teacher_logits, selection, temperature: float = 1.0
     return torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
 
 
-def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments, teacher_log_probs=None):
+def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments, teacher_log_probs=None,
+                    forget_targets=None):
     """The untraining objective on the expanded batch; returns ``(loss, parts)``.
 
     ``teacher_log_probs`` (retain rows only, from :func:`masked_teacher_log_probs`) is needed with
-    ``args.retain_loss == "kd"``.
+    ``args.retain_loss == "kd"``; ``forget_targets`` (forget rows only: the base's most likely class
+    outside each row's set) with ``args.forget_loss == "boundary"``.
     """
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
     forget_ce, retain_ce = ce[:batch], ce[batch:]
-    forget_term = (1.0 / (forget_ce + args.inverse_ce_eps)).mean()
+    if args.forget_loss == "boundary":
+        if forget_targets is None:
+            raise ValueError("forget_loss='boundary' needs the base model's nearest other class (forget_targets).")
+        forget_term = F.cross_entropy(logits[:batch].float(), forget_targets)
+    else:
+        forget_term = (1.0 / (forget_ce + args.inverse_ce_eps)).mean()
     if args.retain_loss == "kd":
         if teacher_log_probs is None:
             raise ValueError("retain_loss='kd' needs the base model's log-probabilities (teacher_log_probs).")
@@ -253,6 +265,8 @@ def untrain(
 
     if args.retain_loss not in ("ce", "kd"):
         raise ValueError(f"Unknown retain_loss {args.retain_loss!r}: use 'ce' (labels) or 'kd' (match the base model).")
+    if args.forget_loss not in ("inverse_ce", "boundary"):
+        raise ValueError(f"Unknown forget_loss {args.forget_loss!r}: use 'inverse_ce' or 'boundary'.")
     if accelerator is None:
         accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -339,17 +353,21 @@ def untrain(
             labels = batch["labels"]
             pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), num_classes, args, gen)
             pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
-            teacher = None
-            if args.retain_loss == "kd":
+            teacher = forget_targets = None
+            if args.retain_loss == "kd" or args.forget_loss == "boundary":
+                b = labels.shape[0]
                 with torch.no_grad():  # the original network: no row selected
-                    base_logits = accelerator.unwrap_model(model)(pixel_values=pixels[: labels.shape[0]]).logits
-                teacher = masked_teacher_log_probs(base_logits.repeat(args.retain_rows, 1),
-                                                   selection[labels.shape[0]:], args.kd_temperature)
+                    base_logits = accelerator.unwrap_model(model)(pixel_values=pixels[:b]).logits
+                if args.retain_loss == "kd":
+                    teacher = masked_teacher_log_probs(base_logits.repeat(args.retain_rows, 1), selection[b:],
+                                                       args.kd_temperature)
+                if args.forget_loss == "boundary":
+                    forget_targets = masked_teacher_log_probs(base_logits, selection[:b]).argmax(-1)
             with accelerator.accumulate(model):
                 logits = model(pixel_values=pixels, forget=selection).logits
                 loss, parts = untraining_loss(
                     logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args,
-                    teacher_log_probs=teacher,
+                    teacher_log_probs=teacher, forget_targets=forget_targets,
                 )
                 accelerator.backward(loss * weight)
                 optimizer.step()

@@ -60,6 +60,25 @@ def test_kd_retain_term_matches_the_masked_base():
         untraining_loss(logits, targets, 3, [torch.ones(2)], args)
 
 
+def test_boundary_forget_term_targets_the_base_nearest_other_class():
+    """forget_loss='boundary': a forget pair is pushed towards the base's best class outside its set."""
+    base_logits = torch.tensor([[5.0, 4.0, 1.0, 0.0], [0.0, 3.0, 2.5, 2.0]])
+    selection = torch.tensor([[0, -1], [1, 2]])  # forget pairs: sets {0} and {1, 2}
+    targets = masked_teacher_log_probs(base_logits, selection).argmax(-1)
+    assert targets.tolist() == [1, 3]  # the best class outside each set
+    args = UntrainingArguments(forget_loss="boundary")
+    logits = torch.cat([torch.randn(2, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 4)])
+    labels = torch.tensor([0, 1, 2, 3])
+    loss, _ = untraining_loss(logits, labels, 2, [torch.ones(1)], args, forget_targets=targets)
+    expected = torch.nn.functional.cross_entropy(logits[:2], targets) + torch.nn.functional.cross_entropy(
+        logits[2:], labels[2:])
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ValueError, match="forget_targets"):
+        untraining_loss(logits, labels, 2, [torch.ones(1)], args)
+    with pytest.raises(ValueError, match="Unknown forget_loss"):
+        untrain(None, [], UntrainingArguments(forget_loss="negative"))
+
+
 def test_untraining_forgets_every_class_on_digits(digits_base, tmp_path):
     """The recipe's job end to end on real data: every row forgets its class, the rest survives."""
     from hf_unlearn.untraining_job import resolve_args, run
