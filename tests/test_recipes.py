@@ -26,7 +26,8 @@ def test_quickstart_smoke(tmp_path):
     """The README's main job at smoke size: digits and a micro preset instead of Fashion-MNIST."""
     out = tmp_path / "qs"
     stdout = _run([sys.executable, "recipes/quickstart.py", "--dataset", "digits", "--preset", "resnet-micro",
-                   "--base_epochs", "12", "--untrain_epochs", "3", "--forget", "0", "--pipeline_images", "30",
+                   "--base_epochs", "12", "--config", "recipes/configs/digits_resnet_micro.yaml", "--forget", "0",
+                   "--pipeline_images", "30",
                    "--output_dir", str(out)])
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in stdout
