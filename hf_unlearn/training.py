@@ -147,8 +147,9 @@ def masked_teacher_log_probs(teacher_logits, selection, temperature: float = 1.0
     """
     logits = teacher_logits.float() / temperature
     mask = torch.zeros_like(logits, dtype=torch.bool)
+    selection = selection.to(logits.device)
     rows, cols = torch.nonzero(selection >= 0, as_tuple=True)
-    mask[rows, selection[rows, cols].to(logits.device)] = True
+    mask[rows, selection[rows, cols]] = True
     return torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
 
 
