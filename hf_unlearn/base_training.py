@@ -24,11 +24,10 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .run_utils import end_distributed, load_yaml_options, machine_info, package_versions, write_yaml_config
+from .run_utils import end_distributed, machine_info, package_versions, parse_with_config, write_yaml_config
 
 __all__ = ["build_parser", "parse_args", "resolve_args", "train_base", "evaluate_accuracy", "main",
            "CONFIG_FILENAME", "METRICS_FILENAME"]
@@ -122,12 +121,8 @@ def drop_replaced_alternative(values: dict, explicit: set) -> dict:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse the command line; ``--config file.yaml`` pre-fills defaults, explicit flags win."""
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        values = load_yaml_options(pre.config, parser)
-        parser.set_defaults(**drop_replaced_alternative(values, _explicit_dests(parser, argv)))
-    args = parser.parse_args(argv)
+    args = parse_with_config(
+        parser, argv, adjust=lambda values, given: drop_replaced_alternative(values, _explicit_dests(parser, given)))
     try:
         return resolve_args(args)
     except ValueError as err:

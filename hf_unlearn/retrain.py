@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -156,22 +155,23 @@ _RETRAIN_KEYS = ("base_dir", "classes", "together", "skip_existing")
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``--base_dir`` (then ``--config``) pre-fill the recipe; flags given on the command line win."""
     from .base_training import CONFIG_FILENAME, _explicit_dests, drop_replaced_alternative
-    from .run_utils import load_yaml_options
+    from .run_utils import load_yaml_options, parse_with_config
 
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre, _ = parser.parse_known_args(argv)
-    values: dict = {}
-    if pre.base_dir:
+
+    def base_recipe(pre) -> dict:
+        if not pre.base_dir:
+            return {}
         path = Path(pre.base_dir) / CONFIG_FILENAME
         if not path.is_file():
             parser.error(f"--base_dir {pre.base_dir} has no {CONFIG_FILENAME} (is it a folder written by train_base?)")
-        values.update(load_yaml_options(str(path), parser))
+        values = load_yaml_options(str(path), parser)
         values.pop("output_dir", None)  # never the base's own folder
-    if pre.config:
-        values.update(load_yaml_options(pre.config, parser))
-    parser.set_defaults(**drop_replaced_alternative(values, _explicit_dests(parser, argv)))
-    args = parser.parse_args(argv)
+        return values
+
+    args = parse_with_config(
+        parser, argv, prefill=base_recipe,
+        adjust=lambda values, given: drop_replaced_alternative(values, _explicit_dests(parser, given)))
     if not args.classes:
         parser.error("--classes is required: 'all' or class ids/names")
     if not args.output_dir:

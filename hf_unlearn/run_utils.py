@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
+from typing import Callable, Optional, Sequence
 
 
 def load_yaml_options(path: str, parser: argparse.ArgumentParser) -> dict:
@@ -21,6 +23,31 @@ def load_yaml_options(path: str, parser: argparse.ArgumentParser) -> dict:
     if unknown:
         parser.error(f"--config {path}: unknown keys {unknown}; valid keys: {sorted(known - {'help', 'config'})}")
     return values
+
+
+def parse_with_config(
+    parser: argparse.ArgumentParser,
+    argv: Optional[Sequence[str]] = None,
+    *,
+    prefill: Optional[Callable[[argparse.Namespace], dict]] = None,
+    adjust: Optional[Callable[[dict, list], dict]] = None,
+) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) where ``--config file.yaml`` pre-fills the defaults and
+    flags given on the command line win.
+
+    ``prefill(pre)`` may supply values read before the config (e.g. a base model's saved recipe; the
+    config overrides them); ``adjust(values, argv)`` may edit the merged values before they become
+    defaults.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = parser.parse_known_args(argv)
+    values = dict(prefill(pre)) if prefill else {}
+    if pre.config:
+        values.update(load_yaml_options(pre.config, parser))
+    if adjust:
+        values = adjust(values, argv)
+    parser.set_defaults(**values)
+    return parser.parse_args(argv)
 
 
 def machine_info(accelerator) -> dict:

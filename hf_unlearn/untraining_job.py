@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -67,14 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``--config file.yaml`` pre-fills defaults; flags given on the command line win."""
-    from .run_utils import load_yaml_options
+    from .run_utils import parse_with_config
 
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        parser.set_defaults(**load_yaml_options(pre.config, parser))
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     if not args.base_model or not args.output_dir:
         parser.error("--base_model and --output_dir are required (on the command line or in --config)")
     return args
