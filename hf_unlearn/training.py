@@ -76,6 +76,16 @@ class UntrainingArguments:
     log_every: int = 20
     progress: bool = True
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject unknown objective names at once (a job checks them before it writes anything)."""
+        if self.retain_loss not in ("ce", "kd"):
+            raise ValueError(f"Unknown retain_loss {self.retain_loss!r}: use 'ce' (labels) or 'kd' (match the base model).")
+        if self.forget_loss not in ("inverse_ce", "boundary"):
+            raise ValueError(f"Unknown forget_loss {self.forget_loss!r}: use 'inverse_ce' or 'boundary'.")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -266,10 +276,7 @@ def untrain(
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from tqdm.auto import tqdm
 
-    if args.retain_loss not in ("ce", "kd"):
-        raise ValueError(f"Unknown retain_loss {args.retain_loss!r}: use 'ce' (labels) or 'kd' (match the base model).")
-    if args.forget_loss not in ("inverse_ce", "boundary"):
-        raise ValueError(f"Unknown forget_loss {args.forget_loss!r}: use 'inverse_ce' or 'boundary'.")
+    args.validate()  # fields may have been changed since construction
     if accelerator is None:
         accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,

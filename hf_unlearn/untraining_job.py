@@ -72,6 +72,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parse_with_config(parser, argv)
     if not args.base_model or not args.output_dir:
         parser.error("--base_model and --output_dir are required (on the command line or in --config)")
+    try:
+        untraining_arguments(args)  # unknown objective names etc.: a usage error, before anything is written
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 

@@ -79,6 +79,16 @@ def test_boundary_forget_term_targets_the_base_nearest_other_class():
         untrain(None, [], UntrainingArguments(forget_loss="negative"))
 
 
+def test_unknown_objective_is_a_usage_error_before_anything_is_written(tmp_path, capsys):
+    from hf_unlearn.untraining_job import main
+
+    out = tmp_path / "wf"
+    with pytest.raises(SystemExit):
+        main(["--base_model", str(tmp_path), "--output_dir", str(out), "--forget_loss", "negative"])
+    assert "Unknown forget_loss 'negative'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_untraining_forgets_every_class_on_digits(digits_base, tmp_path):
     """The recipe's job end to end on real data: every row forgets its class, the rest survives."""
     from hf_unlearn.untraining_job import resolve_args, run
