@@ -404,3 +404,18 @@ def test_browser_forget_a_class_and_see_only_the_unlearned_prediction_change(ser
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_demo_command_line_errors_and_write_space(adapter_dir, tmp_path, capsys):
+    from hf_unlearn.cli import main
+
+    bare = tmp_path / "bare"
+    UnlearnAdapter.attach(build("resnet"), image_processor=image_processor()).save_pretrained(bare)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--adapter", str(bare)])
+    assert exit_info.value.code == 2 and "pass --dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--adapter", str(adapter_dir), "--write_space", str(tmp_path / "s")])  # a folder, not a Hub id
+    assert "ORG/NAME" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    main(["demo", "--adapter", "me/wf", "--dataset", "digits", "--write_space", str(tmp_path / "s")])
+    assert (tmp_path / "s" / "app.py").is_file()

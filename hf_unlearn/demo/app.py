@@ -184,4 +184,6 @@ def serve(app, *, host: Optional[str] = None, port: Optional[int] = None, preven
     demo = getattr(app, "unlearn_demo", None)
     allowed = [str(demo.workdir)] if demo is not None else []
     return app.launch(server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock,
-                      allowed_paths=allowed, share=False, footer_links=["api"], css=CSS, **launch_kwargs)
+                      allowed_paths=allowed, share=False, footer_links=["api"], css=CSS,
+                      show_error=True,  # any other failure: its message in the page, not just "Error"
+                      **launch_kwargs)

@@ -8,7 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
+
+from .core import DemoInputError  # standard library only: --help stays light
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None):
+    """Serve the demo (or write the Space files); an explained failure exits with its message."""
+    try:
+        return _main(argv)
+    except (DemoInputError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(argv: Optional[Sequence[str]] = None):
     args = build_parser().parse_args(argv)
     for name in ("top_k", "gallery_per_class", "eval_per_class", "port"):
         if getattr(args, name) < 1:
@@ -43,7 +55,10 @@ def main(argv: Optional[Sequence[str]] = None):
     if args.write_space:
         from .space import write_space
 
-        folder = write_space(args.write_space, args.adapter, dataset=args.dataset)
+        try:
+            folder = write_space(args.write_space, args.adapter, dataset=args.dataset)
+        except ValueError as err:
+            raise DemoInputError(str(err)) from None
         print(f"wrote the Space files to {folder}; push them with `hf-unlearn push ADAPTER {args.adapter} "
               f"--space ORG/NAME` or upload the folder as a Gradio Space")
         return folder
