@@ -388,8 +388,14 @@ def _space_arguments(args: argparse.Namespace, folder: Optional[Path], adapter) 
     from .demo.core import recorded_dataset
     from .demo.space import _check_repo_id, space_files
 
+    from .cards import looks_like_hub_id
+
+    base = adapter.config.base_model_name_or_path
+    if not (looks_like_hub_id(base) and "/" in str(base)):
+        raise PushError(f"Nothing was pushed: the Space loads the base model from the Hub, but the adapter names "
+                        f"{base!r}, which is not a Hub repo id. Push the base model and pass --hub_base_model ORG/NAME.")
     dataset = args.dataset or (recorded_dataset(folder) if folder is not None else None)
-    kwargs = {"dataset": dataset, "base_model": adapter.config.base_model_name_or_path}
+    kwargs = {"dataset": dataset, "base_model": base}
     try:
         _check_repo_id(args.space, "--space")
         space_files(args.repo_id, **kwargs)  # a missing dataset or a bad id fails here, before any push

@@ -263,20 +263,24 @@ def hub(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, adapter_dir, tmp_path):
+def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, adapter_dir, digits_base, tmp_path):
     """`hf-unlearn push ADAPTER REPO --space ORG/SPACE`, then the Space's app.py built from the Hub."""
+    hub.commit("test-org/digits-base", folder=digits_base[0], message="the base model")
+    push = ["push", str(adapter_dir), "test-org/wf-digits", "--hub_base_model", "test-org/digits-base"]
     out = hub.run_python_json(textwrap.dedent(f"""
         import json, runpy
         from huggingface_hub import snapshot_download
         from hf_unlearn.cli import main
         from hf_unlearn.hub import PushError
 
-        try:
-            main(["push", {str(adapter_dir)!r}, "test-org/wf-digits", "--space", "no-slash"])
-            bad = None
-        except SystemExit as err:
-            bad = str(err.code)
-        main(["push", {str(adapter_dir)!r}, "test-org/wf-digits", "--space", "test-org/wf-digits-demo"])
+        bad = []
+        for argv in ({push!r} + ["--space", "no-slash"],  # not ORG/NAME
+                     {push[:3]!r} + ["--space", "test-org/wf-digits-demo"]):  # a local base: no Space can load it
+            try:
+                main(argv)
+            except SystemExit as err:
+                bad.append(err.code)
+        main({push!r} + ["--space", "test-org/wf-digits-demo"])
         space = snapshot_download("test-org/wf-digits-demo", repo_type="space")
         ns = runpy.run_path(space + "/app.py")  # not __main__: builds the app, does not serve it
         app = ns["demo"]
@@ -285,7 +289,7 @@ def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, ada
         print(json.dumps({{"bad": bad, "space": space, "names": names, "type": type(app).__name__,
                           "source": app.unlearn_demo.source, "pushed": pushed.oid}}))
     """), timeout=300)
-    assert out["bad"] == "1"  # a bad --space fails before anything is pushed
+    assert out["bad"] == [1, 1]  # both fail before anything is pushed
     space = hub.repo("test-org/wf-digits-demo", "space")
     assert sorted(space.files()) == [".gitattributes", "README.md", "app.py", "requirements.txt"]
     assert out["type"] == "Blocks" and out["source"] == "test-org/wf-digits"
@@ -293,7 +297,8 @@ def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, ada
     card = hub.repo("test-org/wf-digits").files()["README.md"].decode()
     assert "https://huggingface.co/spaces/test-org/wf-digits-demo" in card
     assert "hf-unlearn demo --adapter test-org/wf-digits" in card
-    assert len(hub.repo("test-org/wf-digits").history()) == 2  # the bad --space pushed nothing
+    assert len(hub.repo("test-org/wf-digits").history()) == 2  # the bad pushes pushed nothing
+    assert "models:\n- test-org/wf-digits\n- test-org/digits-base" in space.files()["README.md"].decode()
     exported = hub.repo("test-org/digits-without-3")
     assert exported.head() == out["pushed"]
     assert {"model.safetensors", "config.json", "README.md"} <= set(exported.files())
