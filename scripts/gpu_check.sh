@@ -23,6 +23,7 @@
 # name, into recipes/README.md ("The CUDA path").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_ROOT_USER_ACTION=ignore  # the GPU machine runs commands as root
 PYTHON="${PYTHON:-python3}"
 DATA=.gpu_check_data
 
