@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     accelerator = Accelerator(
         cpu=args.cpu,
         gradient_accumulation_steps=targs.gradient_accumulation_steps,
-        mixed_precision=targs.mixed_precision,
+        mixed_precision=targs.mixed_precision or None,  # unset: what `accelerate launch` was given
         log_with=args.report_to,
         project_dir=args.output_dir,
         # even_batches=False: no padding, every example exactly once per epoch under DDP (the loop
