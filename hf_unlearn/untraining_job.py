@@ -22,7 +22,7 @@ METRICS_FILENAME = "untraining_metrics.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         description="Untrain every class of a classifier in one round (weight-filter adapter).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
