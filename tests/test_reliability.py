@@ -238,3 +238,182 @@ def test_cli_export_is_atomic_and_options_cannot_be_abbreviated(tmp_path, capsys
     assert exit_info.value.code == 1
     assert "error: Class id -1 is out of range" in capsys.readouterr().err  # a message, not a traceback
     assert json.loads((out / "config.json").read_text())["unlearned_class_ids"] == [1]
+
+
+# ------------------------------------------------------------------ 0: evaluation under DDP, any split size
+
+
+def _uneven_data(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, 3, 16, 16, generator=g)
+    y = torch.arange(n) % 4
+    return [{"pixel_values": x[i], "labels": y[i]} for i in range(n)]
+
+
+def _uneven_eval_worker(out_prefix, sizes, batch_size):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+    from torch.utils.data import DataLoader
+
+    from hf_unlearn.evaluation.gather import collect_predictions
+    from hf_unlearn.evaluation.runner import predict_choices
+
+    accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(even_batches=False))
+    adapter = make_adapter()
+    for n in sizes:
+        loader = accelerator.prepare(DataLoader(_uneven_data(n), batch_size=batch_size, shuffle=False))
+        out = predict_choices(adapter, loader, [None, 0, 1, [2, 3]], accelerator=accelerator, progress=False)
+        logits, labels = collect_predictions(lambda b: adapter(pixel_values=b["pixel_values"], forget=1), loader,
+                                             accelerator)
+        torch.save({"preds": torch.from_numpy(out["preds"]), "labels": torch.from_numpy(out["labels"]),
+                    "logits": logits, "labels2": labels}, f"{out_prefix}.n{n}.rank{accelerator.process_index}.pt")
+
+
+@pytest.mark.slow  # two spawned gloo ranks: ~30 s on the shared 2-core box
+def test_two_rank_evaluation_with_uneven_batches_sees_every_sample_once(tmp_path):
+    from ddp import launch_two_ranks
+
+    from hf_unlearn.evaluation.runner import predict_choices
+
+    # 13: the ranks' last batches differ in size (4+4 vs 4+1); 9: one rank has a batch fewer
+    batch_size, sizes = 4, (13, 9)
+    assert all(n % (batch_size * 2) for n in sizes)
+    launch_two_ranks(_uneven_eval_worker, str(tmp_path / "r"), sizes, batch_size)
+    adapter = make_adapter()
+    for n in sizes:
+        loader = torch.utils.data.DataLoader(_uneven_data(n), batch_size=batch_size)
+        expected = predict_choices(adapter, loader, [None, 0, 1, [2, 3]], progress=False)
+        with torch.no_grad():
+            x = torch.stack([d["pixel_values"] for d in _uneven_data(n)])
+            expected_logits = adapter(pixel_values=x, forget=1).logits
+        for rank in (0, 1):
+            r = torch.load(tmp_path / f"r.n{n}.rank{rank}.pt")
+            assert r["labels"].tolist() == expected["labels"].tolist()
+            assert r["preds"].tolist() == expected["preds"].tolist()
+            assert r["labels2"].tolist() == (torch.arange(n) % 4).tolist()
+            torch.testing.assert_close(r["logits"], expected_logits)
+
+
+# ------------------------------------------------------------------ 2/3/8: output folders and the train job
+
+
+def _job(base_dir, out, **extra):
+    from hf_unlearn.untraining_job import resolve_args
+
+    options = dict(base_model=str(base_dir), dataset="digits", output_dir=str(out), max_train_samples=128,
+                   batch_size=32, max_steps=2, eval_split="", no_progress=True, num_threads=1)
+    options.update(extra)
+    return resolve_args(**options)
+
+
+def test_train_refuses_a_folder_holding_another_run_and_leaves_it_untouched(digits_base, tmp_path):
+    from hf_unlearn.untraining_job import run
+
+    base_dir, _ = digits_base
+    out = tmp_path / "wf"
+    run(_job(base_dir, out, checkpoint_every=1))
+    recipe = (out / "untraining_config.yaml").read_text()
+    weights = (out / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match=r"holds another run.*--resume latest.*--overwrite_output_dir"):
+        run(_job(base_dir, out, learning_rate=0.5))
+    # 3: a failed start (missing base model) does not rewrite the good adapter's recipe
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run(_job(tmp_path / "nope", out, overwrite_output_dir=True))
+    # a resume with another configuration is refused before anything is written
+    with pytest.raises(ValueError, match="another configuration"):
+        run(_job(base_dir, out, learning_rate=0.5, resume="latest"))
+    assert (out / "untraining_config.yaml").read_text() == recipe
+    assert (out / "adapter_model.safetensors").read_bytes() == weights
+    # --overwrite_output_dir starts afresh: the old run's checkpoints are gone, the recipe is the new one
+    run(_job(base_dir, out, learning_rate=0.5, overwrite_output_dir=True))
+    assert not (out / "checkpoints").exists()
+    assert "learning_rate: 0.5" in (out / "untraining_config.yaml").read_text()
+    # the recorded base model is absolute (loadable from any working directory)
+    import yaml
+
+    assert Path(yaml.safe_load((out / "untraining_config.yaml").read_text())["base_model"]).is_absolute()
+    assert Path(json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]).is_absolute()
+
+
+def test_resume_falls_back_past_a_torn_checkpoint(tmp_path):
+    from hf_unlearn.training import _find_checkpoint
+
+    for step in (1, 2, 3):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "progress.json").write_text(json.dumps({"completed_steps": step}))
+    (tmp_path / "checkpoint-3" / "progress.json").write_text("")  # killed while writing (before: a crash)
+    (tmp_path / "checkpoint-2" / "progress.json").write_text('{"completed_')
+    assert _find_checkpoint(str(tmp_path), "latest").name == "checkpoint-1"
+
+
+def test_output_dir_equal_to_the_base_model_folder_is_refused(digits_base):
+    from hf_unlearn.untraining_job import run
+
+    base_dir, _ = digits_base
+    before = sorted(p.name for p in Path(base_dir).iterdir())
+    with pytest.raises(ValueError, match="is the base model's folder"):
+        run(_job(base_dir, base_dir))
+    assert sorted(p.name for p in Path(base_dir).iterdir()) == before
+
+
+def test_the_adapter_is_saved_before_the_evaluation(digits_base, tmp_path, monkeypatch):
+    import hf_unlearn.evaluation.runner as runner
+    from hf_unlearn.untraining_job import run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation died")
+
+    monkeypatch.setattr(runner, "evaluate_rows", broken)
+    base_dir, _ = digits_base
+    with pytest.raises(RuntimeError, match="evaluation died"):
+        run(_job(base_dir, tmp_path / "wf", eval_split="test", max_eval_samples=64))
+    assert UnlearnAdapter.from_pretrained(tmp_path / "wf").num_classes == 10
+
+
+@pytest.mark.parametrize("bad", [["--epochs", "-1"], ["--epochs", "0"], ["--batch_size", "0"]])
+def test_nonsense_numbers_are_usage_errors(tmp_path, capsys, bad):
+    from hf_unlearn.untraining_job import main
+
+    out = tmp_path / "wf"
+    with pytest.raises(SystemExit):
+        main(["--base_model", str(tmp_path), "--output_dir", str(out), *bad])
+    assert "error:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_options_cannot_be_abbreviated(tmp_path, capsys):
+    from hf_unlearn.untraining_job import main
+
+    with pytest.raises(SystemExit):
+        main(["--base_model", str(tmp_path), "--output_dir", str(tmp_path / "wf"), "--learning", "5"])
+    assert "unrecognized arguments: --learning" in capsys.readouterr().err
+
+
+def test_a_class_without_training_rows_is_warned_about():
+    from hf_unlearn.data import class_subset, load_image_dataset
+    from hf_unlearn.untraining_job import classes_without_rows
+
+    data = class_subset(load_image_dataset("digits", split="train"), [3], keep=False)
+    with pytest.warns(UserWarning, match=r"No training example of \['3'\]"):
+        assert classes_without_rows(data) == ["3"]
+
+
+def test_reports_and_plots_are_readable_by_others(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hf_unlearn.evaluation.plots import _save
+    from hf_unlearn.evaluation.report import _atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        _atomic_write_text(tmp_path / "report.md", "# report")
+        fig = plt.figure()
+        _save(fig, tmp_path / "plot.png")
+        plt.close(fig)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plot.png").stat().st_mode & 0o777 == 0o644
