@@ -116,6 +116,7 @@ class UnlearnAdapter:
         Only safetensors files are read: a repo that holds pickle weights instead is refused.
         """
         folder = _resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        check_peft_type(folder)
         config = WeightFilterConfig.from_pretrained(folder)
         check_adapter_tensors(folder, config)  # before the base model is touched
         if base_model is None:
@@ -459,6 +460,22 @@ def resolve_base_model_path(name: Optional[str], adapter_folder: Union[str, os.P
         if (candidate / "config.json").is_file():
             return str(candidate.resolve())
     return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
+def check_peft_type(folder: Union[str, os.PathLike]) -> None:
+    """Raise a clear ``ValueError`` unless ``adapter_config.json`` is a readable weight-filter config."""
+    from .tuners.weight_filter.config import UnlearnPeftType
+
+    path = Path(folder) / ADAPTER_CONFIG
+    try:
+        peft_type = json.loads(path.read_text()).get("peft_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable JSON adapter config ({err}).") from err
+    if peft_type != UnlearnPeftType.WEIGHT_FILTER.value:
+        raise ValueError(
+            f"{path} has peft_type {peft_type!r}; UnlearnAdapter loads {UnlearnPeftType.WEIGHT_FILTER.value!r} "
+            "adapters only (load other PEFT adapters with peft.PeftModel.from_pretrained)."
+        )
 
 
 def check_adapter_tensors(folder: Union[str, os.PathLike], config: WeightFilterConfig) -> None:

@@ -370,8 +370,9 @@ def _find_label_column(dataset, features, label_column, class_names, source):
     if class_names is None:
         raise ValueError(
             f"column {label_column!r} of {source!r} is {feature!r}, not a datasets.ClassLabel, so the class "
-            "names are unknown. Pass class_names=[...] (in id order), or cast the column with "
-            "dataset.cast_column(name, datasets.ClassLabel(names=[...]))."
+            "names are unknown. In Python pass class_names=[...] (in id order) to load_image_dataset; the "
+            "command line has no such option: cast the column with dataset.cast_column(name, "
+            "datasets.ClassLabel(names=[...])), save it (save_to_disk or to_parquet) and pass that as --dataset."
         )
     if not isinstance(feature, Value) or not (feature.dtype.startswith("int") or feature.dtype == "string"):
         raise ValueError(f"column {label_column!r} of {source!r} is {feature!r}: expected integers or strings")

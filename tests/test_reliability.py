@@ -417,3 +417,57 @@ def test_reports_and_plots_are_readable_by_others(tmp_path):
         os.umask(old)
     assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "plot.png").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.slow  # two real processes through `accelerate launch`: ~1 min on the shared 2-core box
+def test_readme_two_process_command_evaluates_an_uneven_split(digits_base, tmp_path):
+    """The README's DDP command as written (digits config at a tiny size): the round is saved, and the
+    per-row evaluation over a split that does not divide by eval_batch_size x 2 ranks counts every row once."""
+    import shutil
+
+    from ddp import free_port
+
+    base_dir, _ = digits_base
+    repo = Path(__file__).resolve().parents[1]
+    launcher = [shutil.which("accelerate"), "launch"]
+    assert launcher[0], "the accelerate command is not on PATH"
+    out = tmp_path / "wf"
+    n_eval, eval_batch = 301, 64  # 5 batches: 3 on rank 0 (the last of 45), 2 on rank 1
+    assert n_eval % (eval_batch * 2)
+    cmd = [*launcher, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           "recipes/train.py", "--cpu", "--config", "recipes/configs/digits_resnet_micro.yaml",
+           "--base_model", str(base_dir), "--output_dir", str(out), "--max_train_samples", "256", "--epochs", "1",
+           "--max_eval_samples", str(n_eval), "--eval_batch_size", str(eval_batch), "--eval_pairs", "2",
+           "--no_progress"]
+    env = {**ENV, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    metrics = json.loads((out / "untraining_metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["evaluation"]["n_samples"] == n_eval
+    assert UnlearnAdapter.from_pretrained(out).num_classes == 10
+
+
+def test_an_unknown_peft_type_is_a_clear_error(tmp_path):
+    _, folder = _saved(tmp_path)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg["peft_type"] = "LORA_TYPO"
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"peft_type 'LORA_TYPO'.*WEIGHT_FILTER"):
+        UnlearnAdapter.from_pretrained(folder)
+
+
+def test_the_class_names_hint_says_what_to_do_on_the_command_line(tmp_path):
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from hf_unlearn.data import load_image_dataset
+
+    images = [Image.fromarray(np.zeros((8, 8), dtype=np.uint8)) for _ in range(4)]
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]},
+                                    features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))
+    ds.to_parquet(str(tmp_path / "plain.parquet"))
+    with pytest.raises(ValueError, match=r"command line has no such option.*--dataset"):
+        load_image_dataset(str(tmp_path / "plain.parquet"), split="train")
