@@ -47,9 +47,12 @@ def test_concurrent_calls_with_different_selections_match_single_threaded(kind):
         results = list(pool.map(request, range(threads * calls)))
     wrong = [c for c, logits in results if not torch.equal(logits, expected[c])]
     assert not wrong, f"{len(wrong)} of {len(results)} concurrent results used another request's selection"
-    # nothing leaked into this thread: no selection is the base model
+    # nothing leaked into this thread: no selection is the base model, and no state is left behind
     with torch.no_grad():
         assert torch.equal(adapter(pixel_values=x).logits, adapter.base_model(pixel_values=x).logits)
+    from hf_unlearn.tuners.weight_filter.layer import SELECTIONS
+
+    assert adapter.model.base_model._selection_key not in SELECTIONS.get()
 
 
 def test_forgetting_context_does_not_reach_other_threads():

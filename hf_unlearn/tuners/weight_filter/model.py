@@ -188,7 +188,10 @@ class WeightFilterModel(BaseTuner):
     def _set_entry(self, context: Optional[torch.Tensor], call: Any):
         # A new mapping each time: other contexts (threads, tasks) keep the one they have.
         mapping = dict(SELECTIONS.get())
-        mapping[self._selection_key] = (context, call)
+        if context is None and call is UNSET:
+            mapping.pop(self._selection_key, None)  # nothing to remember: keep the mapping small
+        else:
+            mapping[self._selection_key] = (context, call)
         return SELECTIONS.set(mapping)
 
     def inject_adapter(self, *args, **kwargs):
