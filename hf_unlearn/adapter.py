@@ -20,6 +20,7 @@ from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, resolve
 
 ADAPTER_WEIGHTS = SAFETENSORS_WEIGHTS_NAME  # PEFT's names: "adapter_model.safetensors"
 ADAPTER_CONFIG = CONFIG_NAME  # "adapter_config.json"
+from .cards import write_adapter_card
 from .hub import PICKLE_SUFFIXES
 
 
@@ -272,6 +273,7 @@ class UnlearnAdapter:
             self.model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
             if self.image_processor is not None:
                 self.image_processor.save_pretrained(str(tmp))
+            write_adapter_card(self, tmp, look_in=target)  # our card, not PEFT's empty template
             # Each file lands by an atomic rename; the config goes last, so a folder that has an
             # adapter_config.json always has the weights it describes. Other files are left alone.
             names = sorted(p.name for p in tmp.iterdir())
@@ -546,12 +548,14 @@ def _pid_alive(pid: int) -> bool:
 EXPORT_MARKER = "unlearned_class_ids"  # in config.json of every folder save_export writes
 
 
-def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], image_processor: Any = None) -> Path:
+def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], image_processor: Any = None,
+                write_extra=None) -> Path:
     """Write an exported model (``UnlearnAdapter.export``) to ``output_dir`` atomically.
 
     Everything is written to a temporary sibling folder, which then replaces ``output_dir`` by
     renames: a killed export leaves either the previous export or the new one, never a mix.
     ``output_dir`` must be new, empty, or an earlier export (it is replaced as a whole).
+    ``write_extra(folder)`` may add files (e.g. the model card) to the new export before the swap.
 
     Example:
 
@@ -570,6 +574,8 @@ def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], ima
         model.save_pretrained(str(tmp))
         if image_processor is not None:
             image_processor.save_pretrained(str(tmp))
+        if write_extra is not None:
+            write_extra(tmp)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); an export is meant to be shared
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f"{old_prefix}{os.getpid()}-", dir=target.parent))

@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from .adapter import UnlearnAdapter, canonical_base_model_path, check_local_path
+    from .cards import write_adapter_card
     from .run_utils import machine_info, package_versions, write_yaml_config
     from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
     from .training import untrain
@@ -242,6 +243,7 @@ def run(args: argparse.Namespace) -> dict:
         tmp = out / (METRICS_FILENAME + ".tmp")
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
         os.replace(tmp, out / METRICS_FILENAME)
+        write_adapter_card(adapter, out)  # again, now with the results and the reproduce command
         ev = metrics.get("evaluation")
         if ev:
             accelerator.print(
