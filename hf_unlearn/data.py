@@ -212,7 +212,10 @@ def load_image_dataset(
             "parquet", data_files={split.split("[")[0]: source}, split=split, streaming=streaming
         )
     elif os.path.isdir(source) and _is_saved_to_disk(source):
-        loaded = datasets.load_from_disk(source)
+        try:
+            loaded = datasets.load_from_disk(source)
+        except IndexError as err:  # datasets cannot concatenate zero arrow tables
+            raise ValueError(f"the dataset saved in {source!r} holds no rows: nothing to train or evaluate on") from err
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise ValueError(f"split {split!r} not found in {source!r}; splits present: {sorted(loaded)}")

@@ -474,3 +474,15 @@ def test_the_class_names_hint_says_what_to_do_on_the_command_line(tmp_path):
     ds.to_parquet(str(tmp_path / "plain.parquet"))
     with pytest.raises(ValueError, match=r"command line has no such option.*--dataset"):
         load_image_dataset(str(tmp_path / "plain.parquet"), split="train")
+
+
+def test_an_empty_training_split_is_a_clear_error(digits_base, tmp_path):
+    from hf_unlearn.data import class_subset, load_image_dataset
+    from hf_unlearn.untraining_job import run
+
+    empty = class_subset(load_image_dataset("digits", split="train"), list(range(10)), keep=False)
+    empty.dataset.save_to_disk(str(tmp_path / "empty" / "train"))
+    base_dir, _ = digits_base
+    with pytest.raises(ValueError, match="holds no rows"):
+        run(_job(base_dir, tmp_path / "wf", dataset=str(tmp_path / "empty" / "train"), max_train_samples=None))
+    assert not (tmp_path / "wf" / "untraining_config.yaml").exists()
