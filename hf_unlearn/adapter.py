@@ -576,7 +576,10 @@ def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], ima
             image_processor.save_pretrained(str(tmp))
         if write_extra is not None:
             write_extra(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); an export is meant to be shared
+        # mkdtemp makes the folder private (0700) and safetensors writes 0600: an export is meant to be shared
+        os.chmod(tmp, 0o777 & ~_umask())
+        for path in tmp.iterdir():
+            os.chmod(path, 0o666 & ~_umask())
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f"{old_prefix}{os.getpid()}-", dir=target.parent))
             os.replace(target, old / "export")  # the previous export stays whole until the swap

@@ -187,7 +187,10 @@ def test_save_export_replaces_an_earlier_export_whole_and_refuses_other_folders(
     assert not (out / "stray.txt").exists()  # replaced as a whole: nothing of the old export mixes in
     assert json.loads((out / "config.json").read_text())["unlearned_class_ids"] == [2]
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temp folders left
-    assert oct(out.stat().st_mode & 0o777) != oct(0o700)
+    old_mask = os.umask(0)
+    os.umask(old_mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~old_mask
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~old_mask
     x = pixels(batch=2)
     with torch.no_grad():
         reloaded = AutoModelForImageClassification.from_pretrained(out)
