@@ -13,12 +13,13 @@ from typing import Any, Optional, Union
 
 import torch
 from peft import PeftModel, get_peft_model
+from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
 from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, resolve_class
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = SAFETENSORS_WEIGHTS_NAME  # PEFT's names: "adapter_model.safetensors"
+ADAPTER_CONFIG = CONFIG_NAME  # "adapter_config.json"
 from .cards import write_adapter_card
 from .hub import PICKLE_SUFFIXES
 
@@ -40,6 +41,13 @@ class UnlearnAdapter:
     >>> plain = adapter.export(forget="apple")                              # a plain transformers model
     >>> plain.save_pretrained("vit-without-apple")
     ```
+
+    Concurrency: one adapter may serve calls from several threads (or asyncio tasks) at once,
+    each with its own ``forget=``: the selection travels with the call in a context variable,
+    never on the shared layers. A ``forgetting(...)`` context covers calls in its own thread/task
+    only (a ``ThreadPoolExecutor`` worker does not see the submitting thread's context: pass
+    ``forget=`` with the request). Training, ``export`` and loading or changing filters while
+    other threads serve are not supported.
     """
 
     def __init__(self, model: PeftModel, image_processor: Any = None):
@@ -79,7 +87,10 @@ class UnlearnAdapter:
             raise TypeError("Pass either a WeightFilterConfig or config keyword arguments, not both.")
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = getattr(model, "name_or_path", None) or None
+        requested = config.base_model_name_or_path
         peft_model = get_peft_model(model, config, adapter_name=adapter_name)
+        # After PEFT (which resets it to model.name_or_path): local folders absolute, Hub ids as given.
+        peft_model.peft_config[adapter_name].base_model_name_or_path = canonical_base_model_path(requested)
         return cls(peft_model, image_processor)
 
     @classmethod
@@ -106,9 +117,11 @@ class UnlearnAdapter:
         Only safetensors files are read: a repo that holds pickle weights instead is refused.
         """
         folder = _resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        check_peft_type(folder)
         config = WeightFilterConfig.from_pretrained(folder)
+        check_adapter_tensors(folder, config)  # before the base model is touched
         if base_model is None:
-            base_model = config.base_model_name_or_path
+            base_model = resolve_base_model_path(config.base_model_name_or_path, folder)
             if not base_model:
                 raise ValueError(
                     f"The adapter at {adapter_name_or_path} does not name its base model "
@@ -116,7 +129,7 @@ class UnlearnAdapter:
                 )
         base_path = base_model if isinstance(base_model, (str, os.PathLike)) else None
         if base_path is not None:
-            from_config = str(base_path) == str(config.base_model_name_or_path)
+            from_config = str(base_path) == str(resolve_base_model_path(config.base_model_name_or_path, folder))
             base_model = _load_base_model(
                 str(base_path), token=token, cache_dir=cache_dir,
                 revision=config.revision if from_config else None,
@@ -203,9 +216,18 @@ class UnlearnAdapter:
         self.model.eval()
         results: list[list[dict]] = []
         id2label = self.id2label
+        # A per-sample selection is cut into the same chunks as the images.
+        selection = self.model.base_model.normalize_selection(forget)
+        per_sample_rows = selection is not None and selection.shape[0] > 1
+        if per_sample_rows and selection.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"`forget` has {selection.shape[0]} per-sample entries for {pixel_values.shape[0]} images: "
+                "give one entry per image, or one class/set for all."
+            )
         for start in range(0, pixel_values.shape[0], batch_size):
             chunk = pixel_values[start : start + batch_size].to(device)
-            probs = self.model(pixel_values=chunk, forget=forget).logits.softmax(-1)
+            rows = selection[start : start + batch_size] if per_sample_rows else forget
+            probs = self.model(pixel_values=chunk, forget=rows).logits.softmax(-1)
             scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
             for s_row, i_row in zip(scores.tolist(), ids.tolist()):
                 results.append(
@@ -226,6 +248,8 @@ class UnlearnAdapter:
             raise ValueError("export() needs the class(es) to forget, e.g. export(forget='Coat') or export(forget=[1, 3]).")
         if selection.shape[0] != 1:
             raise ValueError("export() folds one class or one set into the weights, not a per-sample selection.")
+        if not bool((selection >= 0).any()):  # [] or -1: a copy of the base model labelled as an export
+            raise ValueError(f"export(forget={forget!r}) selects no class: name at least one class to forget.")
         work = copy.deepcopy(self.model)
         with work.base_model.forgetting(selection):
             merged = work.merge_and_unload()
@@ -243,7 +267,8 @@ class UnlearnAdapter:
         """
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=target))
+        remove_stale_temp_folders(target, ".saving-")  # left by saves that were killed
+        tmp = Path(tempfile.mkdtemp(prefix=f".saving-{os.getpid()}-", dir=target))
         try:
             self.model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
             if self.image_processor is not None:
@@ -312,13 +337,17 @@ class UnlearnAdapter:
 
 
 def refuse_pickle(folder: Path, what: str) -> None:
-    """Raise if ``folder`` holds pickle weights and no safetensors: pickle can run code on load."""
+    """Raise unless ``folder`` holds ``adapter_model.safetensors`` itself: pickles are never read.
+
+    Any other ``.safetensors`` file does not count (a decoy next to ``adapter_model.bin`` would let
+    PEFT fall back to unpickling the ``.bin``).
+    """
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    if not any(n.endswith(".safetensors") for n in names):
+    if ADAPTER_WEIGHTS not in names:
         pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
         if pickles:
             raise ValueError(
-                f"{what} holds pickle weights ({', '.join(pickles)}) and no .safetensors file. "
+                f"{what} holds pickle weights ({', '.join(pickles)}) and no {ADAPTER_WEIGHTS}. "
                 "hf_unlearn never unpickles files (loading a pickle can run arbitrary code): "
                 "convert the weights to safetensors and upload those."
             )
@@ -341,11 +370,12 @@ def _resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_di
 
 def _load_base_model(name_or_path: str, *, token=None, cache_dir=None, revision=None,
                      source: str = "named in the adapter config") -> PreTrainedModel:
+    check_local_path(name_or_path, f"The base model ({source})")
     try:
         return AutoModelForImageClassification.from_pretrained(
             name_or_path, use_safetensors=True, token=token, cache_dir=cache_dir, revision=revision
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: huggingface_hub's invalid repo id
         raise OSError(
             f"Could not load the base model {name_or_path!r} ({source}): it is neither a local folder "
             f"nor a Hub repo that can be reached (or it has no safetensors weights). Pass base_model= "
@@ -369,3 +399,217 @@ def _load_image_processor(folder: Path, base_path: Optional[str]):
 def read_adapter_config(folder: Union[str, os.PathLike]) -> dict:
     """The raw ``adapter_config.json`` of an adapter folder."""
     return json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
+
+
+# ---------------------------------------------------------------------- reliability helpers
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True for names that can only be a local path (a Hub id is ``name`` or ``org/name``)."""
+    name = str(name)
+    return (
+        os.path.isabs(name) or name.startswith((".", "~")) or os.sep in name.replace("/", "")
+        or name.count("/") > 1 or (os.altsep is not None and os.altsep != "/" and os.altsep in name)
+    )
+
+
+def check_local_path(name: str, what: str) -> None:
+    """Raise ``FileNotFoundError`` naming ``name`` when it is plainly a local path that does not exist.
+
+    Without this, transformers reports a missing folder as an invalid Hub repo id.
+    """
+    if looks_like_local_path(name) and not Path(name).expanduser().exists():
+        raise FileNotFoundError(
+            f"{what} {name!r} is a local path that does not exist (working directory: {os.getcwd()}). "
+            "Pass the folder that holds its config.json and model.safetensors, or a Hub repo id."
+        )
+
+
+def canonical_base_model_path(name: Optional[str]) -> Optional[str]:
+    """How an adapter records its base model: a local folder ABSOLUTE, a Hub id as given.
+
+    A relative folder would name another model (or none) when the adapter is loaded elsewhere.
+
+    Example:
+
+    ```py
+    >>> canonical_base_model_path("runs/base-resnet")      # an existing folder
+    '/home/me/project/runs/base-resnet'
+    >>> canonical_base_model_path("microsoft/resnet-50")   # not a folder here: a Hub id
+    'microsoft/resnet-50'
+    ```
+    """
+    if not name:
+        return name
+    path = Path(str(name)).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(name)
+
+
+def resolve_base_model_path(name: Optional[str], adapter_folder: Union[str, os.PathLike]) -> Optional[str]:
+    """The base model named in an adapter config; a relative path is looked for next to the adapter first.
+
+    Adapters written before paths were stored absolute hold e.g. ``runs/base-resnet`` as typed,
+    relative to the directory the run started in, which is usually an ancestor of the adapter
+    folder (``runs/wf-resnet``). The closest ancestor holding that model wins over the current
+    working directory, which may hold another model of that name. A name that is no local folder
+    stays a Hub id.
+    """
+    if not name or os.path.isabs(str(name)):
+        return name
+    adapter_folder = Path(adapter_folder).absolute()
+    for root in (adapter_folder, *adapter_folder.parents):
+        candidate = root / str(name)
+        if (candidate / "config.json").is_file():
+            return str(candidate.resolve())
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
+def check_peft_type(folder: Union[str, os.PathLike]) -> None:
+    """Raise a clear ``ValueError`` unless ``adapter_config.json`` is a readable weight-filter config."""
+    from .tuners.weight_filter.config import UnlearnPeftType
+
+    path = Path(folder) / ADAPTER_CONFIG
+    try:
+        peft_type = json.loads(path.read_text()).get("peft_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable JSON adapter config ({err}).") from err
+    if peft_type != UnlearnPeftType.WEIGHT_FILTER.value:
+        raise ValueError(
+            f"{path} has peft_type {peft_type!r}; UnlearnAdapter loads {UnlearnPeftType.WEIGHT_FILTER.value!r} "
+            "adapters only (load other PEFT adapters with peft.PeftModel.from_pretrained)."
+        )
+
+
+def check_adapter_tensors(folder: Union[str, os.PathLike], config: WeightFilterConfig) -> None:
+    """Refuse an adapter file that does not hold exactly the filter tensors its signature names.
+
+    PEFT loads adapter files non-strictly: an extra tensor (e.g. ``classifier.weight``) would be
+    written into the BASE model, and a missing filter would silently stay at its initial value.
+    Only the header is read (no tensor data).
+
+    Example:
+
+    ```py
+    >>> check_adapter_tensors("runs/wf-resnet", WeightFilterConfig.from_pretrained("runs/wf-resnet"))
+    ```
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder) / ADAPTER_WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); save the adapter again.") from err
+    suffix = ".weight_filter_theta"
+    layers = (config.base_model_signature or {}).get("filtered_layers")
+    if layers:
+        expected = {f"base_model.model.{name}{suffix}": (int(config.num_classes), int(out)) for name, out in layers.items()}
+    else:  # no signature (hand-made config): at least nothing but filters
+        expected = {k: v for k, v in shapes.items() if k.endswith(suffix)}
+    extra = sorted(set(shapes) - set(expected))
+    missing = sorted(set(expected) - set(shapes))
+    resized = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
+    if extra or missing or resized:
+        problems = []
+        if extra:
+            problems.append(f"{len(extra)} tensor(s) that are not filters of this adapter: {extra[:5]}")
+        if missing:
+            problems.append(f"{len(missing)} filter tensor(s) missing: {missing[:5]}")
+        if resized:
+            k = resized[0]
+            problems.append(f"{len(resized)} of the wrong shape, e.g. {k}: {shapes[k]} instead of {expected[k]}")
+        raise ValueError(
+            f"{path} does not match its {ADAPTER_CONFIG} ({'; '.join(problems)}). It must hold exactly "
+            "the filters the config's base_model_signature lists and nothing that would change the "
+            "base model: get an untampered copy of the adapter."
+        )
+
+
+def remove_stale_temp_folders(parent: Path, prefix: str) -> None:
+    """Delete ``<prefix><pid>-*`` folders under ``parent`` whose writing process is gone (killed saves)."""
+    for path in parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # another live process is saving right now
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+EXPORT_MARKER = "unlearned_class_ids"  # in config.json of every folder save_export writes
+
+
+def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], image_processor: Any = None,
+                write_extra=None) -> Path:
+    """Write an exported model (``UnlearnAdapter.export``) to ``output_dir`` atomically.
+
+    Everything is written to a temporary sibling folder, which then replaces ``output_dir`` by
+    renames: a killed export leaves either the previous export or the new one, never a mix.
+    ``output_dir`` must be new, empty, or an earlier export (it is replaced as a whole).
+    ``write_extra(folder)`` may add files (e.g. the model card) to the new export before the swap.
+
+    Example:
+
+    ```py
+    >>> save_export(adapter.export(forget="Coat"), "resnet-without-coat", adapter.image_processor)
+    ```
+    """
+    target = Path(output_dir).expanduser().absolute()
+    _check_export_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_prefix, old_prefix = f".{target.name}.exporting-", f".{target.name}.replaced-"
+    remove_stale_temp_folders(target.parent, tmp_prefix)
+    remove_stale_temp_folders(target.parent, old_prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{tmp_prefix}{os.getpid()}-", dir=target.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        if image_processor is not None:
+            image_processor.save_pretrained(str(tmp))
+        if write_extra is not None:
+            write_extra(tmp)
+        # mkdtemp makes the folder private (0700) and safetensors writes 0600: an export is meant to be shared
+        os.chmod(tmp, 0o777 & ~_umask())
+        for path in tmp.iterdir():
+            os.chmod(path, 0o666 & ~_umask())
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{old_prefix}{os.getpid()}-", dir=target.parent))
+            os.replace(target, old / "export")  # the previous export stays whole until the swap
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_export_target(target: Path) -> None:
+    if target.is_file():
+        raise FileExistsError(f"--output_dir {target} is a file: give a folder for the exported model.")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    config = target / "config.json"
+    try:
+        is_export = EXPORT_MARKER in json.loads(config.read_text())
+    except (OSError, ValueError):
+        is_export = False
+    if not is_export:
+        raise FileExistsError(
+            f"{target} already holds files and is not an earlier export (no {EXPORT_MARKER} in its "
+            "config.json); an export replaces its folder as a whole. Choose a new or empty folder."
+        )

@@ -38,7 +38,7 @@ SCHEDULERS = ("cosine", "onecycle", "linear", "constant")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         description="Train a base image classifier (a preset from scratch, or fine-tune a Hub/local checkpoint).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
     """The options actually given on the command line (not defaults)."""
-    probe = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    probe = argparse.ArgumentParser(allow_abbrev=False, add_help=False, argument_default=argparse.SUPPRESS)
     for action in parser._actions:
         if action.option_strings and not isinstance(action, argparse._HelpAction):
             kwargs = {"dest": action.dest}

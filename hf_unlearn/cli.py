@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 COMMANDS = {
@@ -35,7 +37,7 @@ RUNNERS = {
 
 
 def _export(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="hf-unlearn export", description=COMMANDS["export"])
+    parser = argparse.ArgumentParser(prog="hf-unlearn export", description=COMMANDS["export"], allow_abbrev=False)
     parser.add_argument("adapter", help="adapter folder or Hub repo id")
     parser.add_argument("--forget", nargs="+", required=True, help="class ids or names to forget")
     parser.add_argument("--output_dir", required=True)
@@ -47,17 +49,19 @@ def _export(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     check_push_arguments(args)  # no token / offline: fail before loading any model
 
-    from .adapter import UnlearnAdapter
+    from .adapter import UnlearnAdapter, _check_export_target, save_export
     from .cards import write_exported_card
 
+    _check_export_target(Path(args.output_dir).expanduser().absolute())  # before loading anything
     adapter = UnlearnAdapter.from_pretrained(args.adapter, base_model=args.base_model, revision=args.revision)
     forget = [int(c) if c.lstrip("-").isdigit() else c for c in args.forget]
     model = adapter.export(forget=forget)
-    model.save_pretrained(args.output_dir)
-    if adapter.image_processor is not None:
-        adapter.image_processor.save_pretrained(args.output_dir)
-    write_exported_card(model, args.output_dir, adapter_repo=args.adapter, report=args.report,
-                        base_model=args.base_model or adapter.config.base_model_name_or_path)
+    save_export(  # atomic: the folder holds the old export or the new one (with its card), never a mix
+        model, args.output_dir, adapter.image_processor,
+        write_extra=lambda folder: write_exported_card(
+            model, folder, adapter_repo=args.adapter, report=args.report,
+            base_model=args.base_model or adapter.config.base_model_name_or_path),
+    )
     print(f"saved a model without {model.config.unlearned_classes} to {args.output_dir}")
     push_exported_from_args(args, adapter, model)  # no-op without --push_to_hub
 
@@ -78,8 +82,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except Exception as err:
         from .hub import PushError
 
-        if isinstance(err, PushError):  # an expected, explained failure: no traceback
-            print(f"error: {err}", file=sys.stderr)
+        # Expected, explained failures (bad input, missing files): the message, no traceback.
+        if isinstance(err, (PushError, ValueError, FileNotFoundError, FileExistsError)) and not os.environ.get(
+            "HF_UNLEARN_TRACEBACK"
+        ):
+            print(f"error: {err}\n(set HF_UNLEARN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
             raise SystemExit(1) from None
         raise
 

@@ -212,7 +212,10 @@ def load_image_dataset(
             "parquet", data_files={split.split("[")[0]: source}, split=split, streaming=streaming
         )
     elif os.path.isdir(source) and _is_saved_to_disk(source):
-        loaded = datasets.load_from_disk(source)
+        try:
+            loaded = datasets.load_from_disk(source)
+        except IndexError as err:  # datasets cannot concatenate zero arrow tables
+            raise ValueError(f"the dataset saved in {source!r} holds no rows: nothing to train or evaluate on") from err
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise ValueError(f"split {split!r} not found in {source!r}; splits present: {sorted(loaded)}")
@@ -370,8 +373,9 @@ def _find_label_column(dataset, features, label_column, class_names, source):
     if class_names is None:
         raise ValueError(
             f"column {label_column!r} of {source!r} is {feature!r}, not a datasets.ClassLabel, so the class "
-            "names are unknown. Pass class_names=[...] (in id order), or cast the column with "
-            "dataset.cast_column(name, datasets.ClassLabel(names=[...]))."
+            "names are unknown. In Python pass class_names=[...] (in id order) to load_image_dataset; the "
+            "command line has no such option: cast the column with dataset.cast_column(name, "
+            "datasets.ClassLabel(names=[...])), save it (save_to_disk or to_parquet) and pass that as --dataset."
         )
     if not isinstance(feature, Value) or not (feature.dtype.startswith("int") or feature.dtype == "string"):
         raise ValueError(f"column {label_column!r} of {source!r} is {feature!r}: expected integers or strings")

@@ -1552,7 +1552,7 @@ def write_explain_report(report: Mapping[str, Any], out_dir, *, name: str = "exp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="hf-unlearn explain",
         description="Explain an adapter's filters: filter maps, row similarity vs confusion, saliency from the "
                     "filters next to Grad-CAM and a random map, and deletion/insertion AUCs; writes explain.json, "

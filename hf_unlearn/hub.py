@@ -325,7 +325,7 @@ PUSH_DESCRIPTION = "push an adapter (filters, config, image processor, model car
 
 
 def build_push_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-unlearn push", description=PUSH_DESCRIPTION)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="hf-unlearn push", description=PUSH_DESCRIPTION)
     parser.add_argument("adapter", help="adapter folder (written by save_pretrained / hf-unlearn train)")
     parser.add_argument("repo_id", help="Hub repo to push to, e.g. me/resnet-fashion-wf (created if needed)")
     parser.add_argument("--base_model", default=None,

@@ -90,6 +90,10 @@ class UntrainingArguments:
         if self.mixed_precision not in ("", "no", "fp16", "bf16"):
             raise ValueError(f"Unknown mixed_precision {self.mixed_precision!r}: use no, fp16, bf16, or leave it "
                              "empty for what `accelerate launch` was given.")
+        if not (self.epochs > 0 or self.max_steps > 0) or self.epochs < 0 or self.max_steps < 0:
+            raise ValueError(f"epochs={self.epochs}, max_steps={self.max_steps}: give epochs > 0 (or max_steps > 0).")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("batch_size and gradient_accumulation_steps must be at least 1.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,6 +260,7 @@ def untrain(
     steps_per_epoch: Optional[int] = None,
     on_batch=None,
     _crash_after_step: Optional[int] = None,
+    run_config_hash: Optional[str] = None,
 ) -> dict:
     """Run one untraining round on ``adapter`` (an ``UnlearnAdapter``) and return a summary dict.
 
@@ -269,6 +274,8 @@ def untrain(
         resume_from: a checkpoint folder, or ``"latest"`` for the newest one in ``output_dir``.
         steps_per_epoch: needed for streaming loaders without ``len()`` (optimiser steps per epoch).
         on_batch: optional ``fn(batch, epoch, accelerator)`` called with every batch a process trains on.
+        run_config_hash: identifies the run's whole configuration; stored with each checkpoint, and
+            resuming from a checkpoint of another configuration is refused. Default: a hash of ``args``.
 
     Example:
 
@@ -321,7 +328,8 @@ def untrain(
 
     completed = 0
     if resume_from:
-        checkpoint = _find_checkpoint(output_dir, resume_from)
+        run_config_hash = run_config_hash or config_hash(args)
+        checkpoint = _find_checkpoint(output_dir, resume_from, run_config_hash)
         accelerator.load_state(str(checkpoint))
         completed = json.loads((checkpoint / "progress.json").read_text())["completed_steps"]
         accelerator.print(f"Resumed from {checkpoint} at step {completed}.")
@@ -401,7 +409,7 @@ def untrain(
                 bar.set_postfix(loss=f"{record['loss']:.3f}", forget_ce=f"{record['forget_ce']:.2f}")
                 accelerator.log(record, step=step)
             if output_dir and args.checkpoint_every and step % args.checkpoint_every == 0:
-                _save_checkpoint(accelerator, output_dir, step)
+                _save_checkpoint(accelerator, output_dir, step, run_config_hash or config_hash(args))
             if _crash_after_step is not None and step == _crash_after_step:
                 os._exit(17)  # simulate a killed process (tests): no cleanup, no final save
             if step >= total_steps:
@@ -448,23 +456,79 @@ def _epoch_loader(train_loader, accelerator, epoch: int, is_iterable: bool):
     )
 
 
-def _save_checkpoint(accelerator, output_dir: str, step: int) -> None:
+# Fields that change how a run is watched or chunked, not what it computes: a resumed run may change them.
+_RUN_CONTROL_FIELDS = ("progress", "log_every", "checkpoint_every")
+
+
+def config_hash(values) -> str:
+    """A short, stable hash of a run's configuration (a dataclass like ``UntrainingArguments`` or a dict).
+
+    Example:
+
+    ```py
+    >>> config_hash(UntrainingArguments(epochs=3)) == config_hash(UntrainingArguments(epochs=3))
+    True
+    ```
+    """
+    import hashlib
+
+    if not isinstance(values, dict):
+        values = asdict(values)
+    values = {k: v for k, v in values.items() if k not in _RUN_CONTROL_FIELDS}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(accelerator, output_dir: str, step: int, run_config_hash: Optional[str] = None) -> None:
     path = Path(output_dir) / f"checkpoint-{step}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        (path / "progress.json").write_text(json.dumps({"completed_steps": step}))
+        # progress.json marks the checkpoint complete: written last, and atomically (a kill while
+        # writing it must not leave an empty file that makes the checkpoint look complete).
+        tmp = path / "progress.json.tmp"
+        tmp.write_text(json.dumps({"completed_steps": step, "config_hash": run_config_hash}))
+        os.replace(tmp, path / "progress.json")
     accelerator.wait_for_everyone()
 
 
-def _find_checkpoint(output_dir: Optional[str], resume_from: str) -> Path:
+def read_progress(checkpoint: Path) -> Optional[dict]:
+    """The checkpoint's ``progress.json``, or None when it is missing or torn (the save was killed)."""
+    try:
+        progress = json.loads((Path(checkpoint) / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(progress, dict) or not isinstance(progress.get("completed_steps"), int):
+        return None
+    return progress
+
+
+def _check_same_run(checkpoint: Path, progress: dict, run_config_hash: Optional[str]) -> None:
+    stored = progress.get("config_hash")
+    if run_config_hash and stored and stored != run_config_hash:
+        raise ValueError(
+            f"{checkpoint} belongs to a run with another configuration (config hash {stored}, this run "
+            f"{run_config_hash}): resuming would mix two runs. Resume with the same options, or start "
+            "afresh in a new --output_dir (or with --overwrite_output_dir)."
+        )
+
+
+def _find_checkpoint(output_dir: Optional[str], resume_from: str, run_config_hash: Optional[str] = None) -> Path:
     if resume_from != "latest":
         path = Path(resume_from)
-        if not (path / "progress.json").is_file():
-            raise FileNotFoundError(f"{path} is not a complete untraining checkpoint (no progress.json).")
+        progress = read_progress(path)
+        if progress is None:
+            raise FileNotFoundError(f"{path} is not a complete untraining checkpoint (no readable progress.json).")
+        _check_same_run(path, progress, run_config_hash)
         return path
     if not output_dir:
         raise ValueError("resume_from='latest' needs output_dir.")
-    candidates = [p for p in Path(output_dir).glob("checkpoint-*") if (p / "progress.json").is_file()]
-    if not candidates:
-        raise FileNotFoundError(f"No complete checkpoint-* folder in {output_dir} to resume from.")
-    return max(candidates, key=lambda p: int(p.name.split("-")[-1]))
+    candidates = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]), reverse=True,
+    )
+    for path in candidates:  # newest first; a torn one (killed mid-save) falls back to the previous
+        progress = read_progress(path)
+        if progress is not None:
+            _check_same_run(path, progress, run_config_hash)
+            return path
+    raise FileNotFoundError(f"No complete checkpoint-* folder in {output_dir} to resume from.")

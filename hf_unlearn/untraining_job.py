@@ -22,7 +22,7 @@ METRICS_FILENAME = "untraining_metrics.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         description="Untrain every class of a classifier in one round (weight-filter adapter).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(f"--{f.name}", type=kind, default=f.default)
     run = parser.add_argument_group("run")
     run.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
+    run.add_argument("--overwrite_output_dir", action="store_true",
+                     help="start afresh in an --output_dir that holds another run (its checkpoints are deleted)")
     run.add_argument("--report_to", default=None, help="accelerate tracker(s), e.g. tensorboard")
     run.add_argument("--cpu", action="store_true", help="force CPU (gives gloo DDP on a CPU box)")
     run.add_argument("--num_threads", type=int, default=None)
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
     from accelerate.utils import DataLoaderConfiguration
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from .adapter import UnlearnAdapter
+    from .adapter import UnlearnAdapter, canonical_base_model_path, check_local_path
     from .cards import write_adapter_card
     from .run_utils import machine_info, package_versions, write_yaml_config
     from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
@@ -124,11 +126,12 @@ def run(args: argparse.Namespace) -> dict:
         dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
     )
     out = Path(args.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_yaml_config(args, str(out / CONFIG_FILENAME))
-    if args.report_to:
-        accelerator.init_trackers("hf_unlearn", config={k: v for k, v in vars(args).items() if v is not None})
+    # Nothing is written until the inputs are checked: a failed start must not rewrite (or mix
+    # into) the recipe of an adapter already in --output_dir.
+    args.base_model = canonical_base_model_path(args.base_model)  # recorded absolute if local
+    run_hash = run_config_hash(args)
+    check_output_dir(args, run_hash)
+    check_local_path(args.base_model, "--base_model")
 
     base = AutoModelForImageClassification.from_pretrained(
         args.base_model, revision=args.base_model_revision, use_safetensors=True
@@ -141,6 +144,18 @@ def run(args: argparse.Namespace) -> dict:
         )
     check_labels_match(train_data, base.config)
     train_data = subsample(train_data, args.max_train_samples, seed=args.seed)
+    if train_data.num_rows == 0:
+        raise ValueError(f"The {args.train_split!r} split of {args.dataset!r} is empty: nothing to untrain on.")
+    untrained_classes = classes_without_rows(train_data)
+
+    accelerator.wait_for_everyone()  # every rank has checked its inputs
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.overwrite_output_dir and not args.resume:
+            clear_previous_run(out)
+        write_yaml_config(args, str(out / CONFIG_FILENAME))
+    if args.report_to:
+        accelerator.init_trackers("hf_unlearn", config={k: v for k, v in vars(args).items() if v is not None})
     num_channels = base.config.num_channels
     loader = build_dataloader(train_data, processor, num_channels=num_channels, batch_size=targs.batch_size,
                               shuffle=True, seed=targs.seed, progress=accelerator.is_main_process and targs.progress)
@@ -162,7 +177,11 @@ def run(args: argparse.Namespace) -> dict:
     summary = untrain(
         adapter, loader, targs, accelerator=accelerator, output_dir=str(out / "checkpoints"),
         resume_from=args.resume, steps_per_epoch=steps_per_epoch, _crash_after_step=args.crash_after_step,
+        run_config_hash=run_hash,
     )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        adapter.save_pretrained(out)  # before the evaluation: a failure there must not lose the round
     accelerator.wait_for_everyone()
     metrics = {
         "untraining_time_s": round(summary["seconds"], 3),
@@ -176,6 +195,7 @@ def run(args: argparse.Namespace) -> dict:
         "filters_per_class": sum(m.out_features for m in adapter.filter_layers().values()),
         "filtered_layers": len(adapter.filter_layers()),
         "seed": targs.seed,
+        "classes_without_training_rows": untrained_classes,
         "versions": package_versions(),
         "machine": machine_info(accelerator),
     }
@@ -185,6 +205,8 @@ def run(args: argparse.Namespace) -> dict:
         eval_data = load_image_dataset(args.dataset, split=args.eval_split, image_column=args.image_column,
                                        label_column=args.label_column, revision=args.dataset_revision)
         eval_data = subsample(eval_data, args.max_eval_samples, seed=args.seed)
+        if eval_data.num_rows == 0:
+            raise ValueError(f"The {args.eval_split!r} split of {args.dataset!r} is empty: pass --eval_split '' to skip it.")
         eval_loader = build_dataloader(eval_data, processor, num_channels=num_channels,
                                        batch_size=args.eval_batch_size, shuffle=False, seed=0, progress=False)
         eval_loader = accelerator.prepare(eval_loader)
@@ -218,7 +240,6 @@ def run(args: argparse.Namespace) -> dict:
                 "worst_retain_drop": max(r["retain_drop"] for r in results),
             }
     if accelerator.is_main_process:
-        adapter.save_pretrained(out)
         tmp = out / (METRICS_FILENAME + ".tmp")
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
         os.replace(tmp, out / METRICS_FILENAME)
@@ -241,6 +262,83 @@ def run(args: argparse.Namespace) -> dict:
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return metrics
+
+
+# Options that say how a run is watched, evaluated or resumed, not what it trains: a resumed run
+# may change them without becoming "another run".
+_NOT_IN_RUN_HASH = {
+    "config", "resume", "overwrite_output_dir", "report_to", "cpu", "num_threads", "no_progress",
+    "crash_after_step", "log_every", "checkpoint_every", "eval_split", "max_eval_samples",
+    "eval_batch_size", "eval_pairs",
+}
+PREVIOUS_RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", CONFIG_FILENAME, METRICS_FILENAME)
+
+
+def run_config_hash(args: argparse.Namespace) -> str:
+    """Hash of everything that decides what a run trains (stored with each checkpoint)."""
+    from .training import config_hash
+
+    return config_hash({k: v for k, v in vars(args).items() if k not in _NOT_IN_RUN_HASH})
+
+
+def check_output_dir(args: argparse.Namespace, run_hash: str) -> None:
+    """Refuse an --output_dir that would mix runs or break the base model; checks only, writes nothing.
+
+    Another run's adapter or checkpoints there need ``--resume`` (same configuration: the
+    checkpoint's stored hash must match) or ``--overwrite_output_dir`` (transformers' convention).
+    """
+    from .training import _find_checkpoint
+
+    out = Path(args.output_dir).expanduser().resolve()
+    base = Path(str(args.base_model)).expanduser()
+    if base.is_dir() and base.resolve() == out:
+        raise ValueError(
+            f"--output_dir {args.output_dir} is the base model's folder: the adapter files would be mixed "
+            "into it and plain transformers could no longer load it as a model. Choose another --output_dir."
+        )
+    if args.resume:
+        # fails now (before the recipe is rewritten) when the checkpoint is another run's
+        _find_checkpoint(str(out / "checkpoints"), args.resume, run_hash)
+        return
+    previous = [n for n in PREVIOUS_RUN_FILES if (out / n).exists()]
+    previous += ["checkpoints/"] if any((out / "checkpoints").glob("checkpoint-*")) else []
+    if previous and not args.overwrite_output_dir:
+        raise FileExistsError(
+            f"--output_dir {args.output_dir} holds another run ({', '.join(previous)}). Pass --resume latest "
+            "to continue it, --overwrite_output_dir to replace it, or choose a new --output_dir."
+        )
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove an earlier run's checkpoints and metrics (``--overwrite_output_dir``); other files stay."""
+    import shutil
+
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / METRICS_FILENAME).unlink(missing_ok=True)
+
+
+def classes_without_rows(data) -> list:
+    """Names of classes with no training example (their rows would never be trained); warns about them.
+
+    Counted for map-style data only (a stream would have to be read once more).
+    """
+    import warnings
+
+    if data.streaming:
+        return []
+    from .data import _label_array
+
+    import numpy as np
+
+    counts = np.bincount(_label_array(data.dataset, data.label_column), minlength=data.num_classes)
+    missing = [str(data.class_names[i]) for i in range(data.num_classes) if counts[i] == 0]
+    if missing:
+        warnings.warn(
+            f"No training example of {missing}: their filter rows stay at their initial values, so forgetting "
+            "them does nothing. Use more training data (--max_train_samples) or a split that has them.",
+            stacklevel=2,
+        )
+    return missing
 
 
 def random_pairs(num_classes: int, count: int, seed: int = 0) -> list[list[int]]:

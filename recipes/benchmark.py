@@ -90,7 +90,7 @@ SMOKE_HPARAMS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--smoke", action="store_true",
                    help="digits + resnet-micro, class 0 only, tiny budgets: the pipeline in seconds (add --tune "

@@ -68,7 +68,7 @@ def time_variants(variants: dict, pixels: torch.Tensor, repeats: int, warmup: in
 def main():
     from hf_unlearn import UnlearnAdapter
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", choices=["small", "large", "all"], default="all")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 64 small, 8 large")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 30 small, 7 large)")

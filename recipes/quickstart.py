@@ -23,7 +23,7 @@ RECIPES = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="runs/quickstart")
     parser.add_argument("--config", default=str(RECIPES / "configs" / "fashion_mnist_resnet.yaml"),
                         help="untraining config (its base_model/output_dir are replaced by the quickstart's)")

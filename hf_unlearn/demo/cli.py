@@ -15,7 +15,7 @@ from .core import DemoInputError  # standard library only: --help stays light
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="hf-unlearn demo",
         description='an interactive demo in the browser: forget classes, see predictions change '
                     '(pip install "hf_unlearn[demo]")')

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["collect_predictions"]
+__all__ = ["collect_predictions", "gather_uneven", "lockstep"]
 
 _LABEL_KEYS = ("labels", "label", "fine_label")
 
@@ -23,6 +23,64 @@ def _batch_labels(batch: Any):
     if isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)) and len(batch) >= 2:
         return batch[1]
     raise ValueError("Cannot find labels in the batch; let model_fn return (logits, labels).")
+
+
+def _uneven(accelerator: Any) -> bool:
+    """True when ranks may hold different numbers of samples per step (``even_batches=False``)."""
+    return accelerator is not None and accelerator.num_processes > 1 and not getattr(accelerator, "even_batches", True)
+
+
+def lockstep(dataloader: Any, accelerator: Any):
+    """Yield this rank's batches, then ``None`` while other ranks still have batches.
+
+    With ``even_batches=False`` ranks can hold one batch more than others; every gather is a
+    collective, so a rank out of data must keep taking part (with ``None``) until all are done.
+    Pair it with :func:`gather_uneven`, which returns None once every rank yielded None.
+    """
+    iterator = iter(dataloader)
+    while True:
+        batch = next(iterator, None)
+        if batch is None and not _uneven(accelerator):
+            return
+        yield batch  # after a None the caller asks gather_uneven, and stops once it returns None
+
+
+def gather_uneven(accelerator: Any, tensors: Any):
+    """Gather a tuple of per-sample tensors whose first dimension differs between ranks.
+
+    ``tensors`` is this rank's tuple (same first dimension for all) or ``None`` when it has no
+    batch this step. Sizes and trailing shapes are exchanged first, every tensor is padded to the
+    largest size, gathered, and each rank's padding cut off again, so the result holds every real
+    sample once, in rank order (dataset order for a sequential sharded loader). Returns ``None``
+    when no rank had data (the evaluation is over). gloo and NCCL both need equal shapes in a
+    gather, which ``gather_for_metrics`` does not ensure with ``even_batches=False``.
+
+    Example::
+
+        for batch in lockstep(loader, accelerator):
+            mine = None if batch is None else (model(batch).logits, batch["labels"])
+            gathered = gather_uneven(accelerator, mine)
+            if gathered is None:
+                break
+    """
+    import torch
+    from accelerate.utils import gather_object
+
+    meta = None if tensors is None else [(tuple(t.shape), t.dtype) for t in tensors]
+    metas = gather_object([meta])
+    known = [m for m in metas if m is not None]
+    if not known:
+        return None
+    counts = [0 if m is None else m[0][0][0] for m in metas]
+    width = max(counts)
+    gathered = []
+    for i, (shape, dtype) in enumerate(known[0]):
+        padded = torch.zeros((width, *shape[1:]), dtype=dtype, device=accelerator.device)
+        if tensors is not None:
+            padded[: tensors[i].shape[0]] = tensors[i]
+        everything = accelerator.gather(padded)
+        gathered.append(torch.cat([everything[r * width : r * width + n] for r, n in enumerate(counts)]))
+    return tuple(gathered)
 
 
 def collect_predictions(
@@ -68,8 +126,16 @@ def collect_predictions(
             )
 
     all_logits, all_labels = [], []
+    uneven = _uneven(accelerator)
     with torch.no_grad():
-        for batch in dataloader:
+        for batch in lockstep(dataloader, accelerator):
+            if batch is None:  # out of batches while other ranks still have some (even_batches=False)
+                gathered = gather_uneven(accelerator, None)
+                if gathered is None:
+                    break
+                all_logits.append(gathered[0].cpu())
+                all_labels.append(gathered[1].cpu())
+                continue
             out = model_fn(batch)
             if isinstance(out, tuple) and len(out) == 2:
                 logits, labels = out
@@ -84,7 +150,10 @@ def collect_predictions(
                 raise ValueError(
                     f"model_fn returned {logits.shape[0]} outputs for a batch of {labels.shape[0]} labels."
                 )
-            logits, labels = accelerator.gather_for_metrics((logits.detach().contiguous(), labels.contiguous()))
+            if uneven:  # the last batches differ in size between ranks
+                logits, labels = gather_uneven(accelerator, (logits.detach().contiguous(), labels.contiguous()))
+            else:
+                logits, labels = accelerator.gather_for_metrics((logits.detach().contiguous(), labels.contiguous()))
             all_logits.append(logits.cpu())
             all_labels.append(labels.cpu())
     if not all_logits:

@@ -37,6 +37,9 @@ def _save(fig, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", bbox_inches="tight")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a report is shared like any written file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -147,6 +147,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a report is shared like any written file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

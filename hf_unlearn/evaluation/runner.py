@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..tuners.weight_filter.selection import normalize_selection
+from .gather import _uneven, gather_uneven, lockstep
 
 
 def _selection_for(choices: Sequence[Any], num_classes: int, label2id, batch: int) -> torch.Tensor:
@@ -59,14 +60,23 @@ def predict_choices(
     num_classes, label2id = adapter.num_classes, adapter.label2id
     all_preds, all_labels, all_logits = [], [], []
     show = progress and (accelerator is None or accelerator.is_main_process)
-    for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
-        pixels, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
-        b = pixels.shape[0]
-        selection = _selection_for(choices, num_classes, label2id, b)
-        logits = model(pixel_values=pixels.repeat(len(choices), 1, 1, 1), forget=selection).logits
-        logits = logits.view(len(choices), b, -1).transpose(0, 1)  # (b, R, C): gather along dim 0
-        if accelerator is not None:
-            logits, labels = accelerator.gather_for_metrics((logits.contiguous(), labels))
+    uneven = _uneven(accelerator)
+    for batch in tqdm(lockstep(loader, accelerator), desc=desc, disable=not show, leave=False):
+        if batch is None:  # out of batches while other ranks still have some (even_batches=False)
+            gathered = gather_uneven(accelerator, None)
+            if gathered is None:
+                break
+            logits, labels = gathered
+        else:
+            pixels, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
+            b = pixels.shape[0]
+            selection = _selection_for(choices, num_classes, label2id, b)
+            logits = model(pixel_values=pixels.repeat(len(choices), 1, 1, 1), forget=selection).logits
+            logits = logits.view(len(choices), b, -1).transpose(0, 1)  # (b, R, C): gather along dim 0
+            if uneven:  # ranks' last batches differ in size: pad, gather, trim
+                logits, labels = gather_uneven(accelerator, (logits.contiguous(), labels.contiguous()))
+            elif accelerator is not None:
+                logits, labels = accelerator.gather_for_metrics((logits.contiguous(), labels))
         all_preds.append(logits.argmax(-1).cpu())
         all_labels.append(labels.cpu())
         if keep_logits:

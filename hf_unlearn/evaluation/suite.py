@@ -873,7 +873,7 @@ def evaluate_unlearning(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         description="Evaluate unlearning: FA/RA (accuracy matrix), MIA-efficacy, ZRF and a linear probe, next to "
                     "the base model and retrain-from-scratch references; writes report.json/.md and PNG plots.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -7,8 +7,10 @@ row, and it can be folded into the weights ("merge") for a plain model with zero
 
 from __future__ import annotations
 
+import contextvars
 import math
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
@@ -19,11 +21,37 @@ from .config import WeightFilterConfig
 from .selection import selection_on
 
 
+UNSET: Any = object()  # "no per-call selection": the forgetting(...) context applies
+
+
+class SelectionKey:
+    """Identity of one ``WeightFilterModel``'s layers in :data:`SELECTIONS` (a deep copy gets its own).
+
+    ``training_fallback`` is the one piece of shared state: the selection a checkpointed training
+    call keeps for its backward pass, which autograd may recompute on a thread that does not see
+    the caller's context (CUDA's device threads). Serving never sets it.
+    """
+
+    __slots__ = ("training_fallback", "__weakref__")
+
+    def __init__(self) -> None:
+        self.training_fallback: Optional[torch.Tensor] = None
+
+
+# Which classes the layers forget, per execution context (thread / asyncio task): a mapping
+# SelectionKey -> (forgetting-context selection, this call's selection or UNSET). A request's
+# selection thus travels with the request; concurrent calls from other threads never see it.
+SELECTIONS: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
+    "hf_unlearn_weight_filter_selections", default=MappingProxyType({})
+)
+
+
 class WeightFilterLayer(BaseTunerLayer):
     """Mixin owning the learned filters of one wrapped layer.
 
     ``weight_filter_theta[adapter]`` holds raw parameters of shape ``(num_classes, out_features)``;
-    ``filters(adapter)`` maps them into ``[0, 1]``. ``selection`` is set by ``WeightFilterModel``:
+    ``filters(adapter)`` maps them into ``[0, 1]``. ``selection`` (read-only) is what the current
+    call forgets, read from the :data:`SELECTIONS` context variable that ``WeightFilterModel`` sets:
     a ``(B, K)`` LongTensor of class ids padded with -1 (``B == 1``: one choice for the whole
     batch), or None for "forget nothing", in which case the layer is exactly its base layer.
     """
@@ -37,7 +65,8 @@ class WeightFilterLayer(BaseTunerLayer):
         self.weight_filter_parametrization: dict[str, str] = {}
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
-        self.selection: Optional[torch.Tensor] = None
+        self._selection_key: Optional[SelectionKey] = None  # set by WeightFilterModel
+        self._scale_cache: dict = {}
         # Inference-time cache of each adapter's filters with the identity row appended, keyed on
         # the parameter's version so that any update (optimizer step, load) invalidates it.
         self._filter_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
@@ -64,6 +93,16 @@ class WeightFilterLayer(BaseTunerLayer):
         self.weight_filter_parametrization[adapter_name] = config.parametrization
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    @property
+    def selection(self) -> Optional[torch.Tensor]:
+        """The current call's selection in this thread/task (None: behave as the base layer)."""
+        key = self._selection_key
+        entry = SELECTIONS.get().get(key)
+        if entry is not None:
+            context, call = entry
+            return context if call is UNSET else call
+        return key.training_fallback if key is not None else None
 
     def filters(self, adapter_name: str) -> torch.Tensor:
         """Filter values in [0, 1], shape ``(num_classes, out_features)``."""
@@ -110,16 +149,20 @@ class WeightFilterLayer(BaseTunerLayer):
             self._filter_cache[name] = cached
         return cached[1]
 
-    def _inference_scale(self) -> Optional[torch.Tensor]:
-        # Without gradients the same selection object is usually run many times (a served class,
+    def _inference_scale(self, selection: torch.Tensor) -> Optional[torch.Tensor]:
+        # Without gradients the same selection object is usually run many times (served classes,
         # an evaluation sweep): reuse its scale while neither the selection nor a filter changed.
-        key = (id(self.selection), tuple(self.active_adapters),
-               tuple(self.weight_filter_theta[n]._version for n in self.active_adapters if n in self.weight_filter_theta))
-        cached = getattr(self, "_scale_cache", None)
-        if cached is not None and cached[0] == key and cached[1] is self.selection:
+        # Keyed by selection, so threads serving different classes do not evict each other; each
+        # entry is one immutable tuple, read and written in one step (safe under concurrency).
+        versions = (tuple(self.active_adapters),
+                    tuple(self.weight_filter_theta[n]._version for n in self.active_adapters if n in self.weight_filter_theta))
+        cached = self._scale_cache.get(id(selection))
+        if cached is not None and cached[0] is selection and cached[1] == versions:
             return cached[2]
-        scale = self.selection_scale(self.selection)
-        self._scale_cache = (key, self.selection, scale)
+        scale = self.selection_scale(selection)
+        if len(self._scale_cache) >= 64:
+            self._scale_cache = {}  # replaced, not cleared: a concurrent reader keeps its dict
+        self._scale_cache[id(selection)] = (selection, versions, scale)
         return scale
 
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
@@ -140,23 +183,24 @@ class WeightFilterLayer(BaseTunerLayer):
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        selection = self.selection  # read once: the context variable lookup is per call
         if self.merged:
-            if self.selection is not None:
+            if selection is not None:
                 raise RuntimeError(
                     "This layer has filters merged into its weights; selecting classes again would "
                     "apply them twice. Call `unmerge_adapter()` first, or use the merged model alone."
                 )
             return self.base_layer(x, *args, **kwargs)
-        if self.selection is None:
+        if selection is None:
             return self.base_layer(x, *args, **kwargs)
         if not torch.is_grad_enabled():
-            scale = self._inference_scale()
+            scale = self._inference_scale(selection)
             if scale is not None and scale.shape[0] == 1 and type(self.base_layer) in (nn.Linear, nn.Conv2d):
                 # One row for the whole batch: scaling the weight rows costs O(weights) instead of
                 # an extra pass over the activations, so serving one class runs at exported speed.
                 return self._forward_scaled_weight(x, scale[0])
         else:
-            scale = self.selection_scale(self.selection)
+            scale = self.selection_scale(selection)
         result = self.base_layer(x, *args, **kwargs)
         if scale is None:
             return result
@@ -175,14 +219,15 @@ class WeightFilterLayer(BaseTunerLayer):
         adapter_names = check_adapters_to_merge(self, adapter_names)
         if not adapter_names:
             return
-        if self.selection is None or self.selection.shape[0] != 1:
+        selection = self.selection
+        if selection is None or selection.shape[0] != 1:
             raise ValueError(
                 "Merging weight filters needs the class(es) to forget for the whole model: "
                 "`with peft_model.forgetting(classes): model = peft_model.merge_and_unload()`, "
                 "or `UnlearnAdapter.export(forget=classes)`."
             )
         base = self.get_base_layer()
-        scale = self.selection_scale(self.selection, adapter_names)
+        scale = self.selection_scale(selection, adapter_names)
         if scale is None:
             return
         scale = scale[0].detach().to(base.weight.device, torch.float32)

@@ -10,7 +10,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from .config import DEFAULT_TARGET_MODULES, WeightFilterConfig
-from .layer import Conv2d, Linear, WeightFilterLayer
+from .layer import SELECTIONS, UNSET, Conv2d, Linear, SelectionKey, WeightFilterLayer
 from .selection import normalize_selection
 
 FORGET_KWARG = "forget"
@@ -23,6 +23,10 @@ class WeightFilterModel(BaseTuner):
     ``PeftModel.from_pretrained`` after ``import hf_unlearn``. The classes to forget are chosen
     per call with the ``forget=`` keyword of ``forward`` or with the ``forgetting(...)`` context;
     see ``hf_unlearn.tuners.weight_filter.selection`` for the accepted forms.
+
+    Concurrency: the choice lives in a ``contextvars.ContextVar`` (per thread / asyncio task), not
+    on the shared layers, so one model may serve calls with different ``forget=`` from several
+    threads at once. A ``forgetting(...)`` context applies to calls in the same thread or task only.
 
     Example:
 
@@ -42,10 +46,9 @@ class WeightFilterModel(BaseTuner):
     target_module_mapping = DEFAULT_TARGET_MODULES
 
     def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None) -> None:
-        # Selection state shared by every wrapped layer; set before injection creates the layers.
-        self._context_selection: Optional[torch.Tensor] = None
-        self._call_selection_active = False
-        self._selection_kept_for_backward = False
+        # The key under which this model's layers find their selection in the SELECTIONS context
+        # variable; set before injection creates the layers.
+        self._selection_key = SelectionKey()
         self._hook_handles: list = []
         self._layers: Optional[list[WeightFilterLayer]] = None  # cached; reset when layers change
         self._selection_cache: dict = {}
@@ -138,7 +141,7 @@ class WeightFilterModel(BaseTuner):
                 f"Module {current_key!r} is a {type(target).__name__}; weight filters wrap nn.Linear "
                 "and nn.Conv2d only. Adjust target_modules."
             )
-        new_module.selection = self._context_selection
+        new_module._selection_key = self._selection_key
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
@@ -178,9 +181,18 @@ class WeightFilterModel(BaseTuner):
             self._layers = [m for m in self.model.modules() if isinstance(m, WeightFilterLayer)]
         return self._layers
 
-    def _set_layer_selection(self, selection: Optional[torch.Tensor]) -> None:
-        for module in self.filter_layers():
-            module.selection = selection
+    def _entry(self) -> tuple:
+        """This context's ``(forgetting-context selection, call selection or UNSET)``."""
+        return SELECTIONS.get().get(self._selection_key, (None, UNSET))
+
+    def _set_entry(self, context: Optional[torch.Tensor], call: Any):
+        # A new mapping each time: other contexts (threads, tasks) keep the one they have.
+        mapping = dict(SELECTIONS.get())
+        if context is None and call is UNSET:
+            mapping.pop(self._selection_key, None)  # nothing to remember: keep the mapping small
+        else:
+            mapping[self._selection_key] = (context, call)
+        return SELECTIONS.set(mapping)
 
     def inject_adapter(self, *args, **kwargs):
         self._layers = None
@@ -200,22 +212,29 @@ class WeightFilterModel(BaseTuner):
     def forgetting(self, forget: Any):
         """Context in which the model behaves as if ``forget`` had been unlearned.
 
-        With gradient checkpointing, run ``backward()`` inside the context: the recomputed forward
-        needs the same selection.
+        It holds for calls made in this thread (or asyncio task) only; other threads are not
+        affected. With gradient checkpointing, run ``backward()`` inside the context: the
+        recomputed forward needs the same selection.
         """
         selection = self.normalize_selection(forget)
-        previous = self._context_selection
-        self._context_selection = selection
-        self._set_layer_selection(selection)
+        key = self._selection_key
+        previous_fallback = key.training_fallback
+        token = self._set_entry(selection, UNSET)
+        if self._keeps_for_backward():
+            key.training_fallback = selection
         try:
             yield self
         finally:
-            self._context_selection = previous
-            self._set_layer_selection(previous)
+            SELECTIONS.reset(token)
+            key.training_fallback = previous_fallback
+
+    def _keeps_for_backward(self) -> bool:
+        return torch.is_grad_enabled() and self.model.training and _checkpointing(self.model)
 
     def _forget_pre_hook(self, module, args, kwargs):
         # `forget=None` means "no choice for this call": the `forgetting(...)` context, if any, applies.
         forget = kwargs.pop(FORGET_KWARG, None)
+        context, call = self._entry()
         if forget is not None:
             selection = self.normalize_selection(forget)
             pixel_values = kwargs.get("pixel_values", args[0] if args else None)
@@ -225,25 +244,26 @@ class WeightFilterModel(BaseTuner):
                         f"`forget` has {selection.shape[0]} per-sample entries but the batch has "
                         f"{pixel_values.shape[0]} samples: give one entry per sample, or one class/set for all."
                     )
-            self._call_selection_active = True
-            self._selection_kept_for_backward = False
-            self._set_layer_selection(selection)
-        elif self._selection_kept_for_backward:
+            self._set_entry(context, selection)
+        elif call is not UNSET:
             # An earlier checkpointed call kept its selection for its backward; this call did not ask.
-            self._selection_kept_for_backward = False
-            self._set_layer_selection(self._context_selection)
+            self._set_entry(context, UNSET)
+            self._selection_key.training_fallback = context
         return args, kwargs
 
     def _forget_post_hook(self, module, args, output):
-        if not self._call_selection_active:
+        context, call = self._entry()
+        if call is UNSET:
             return None
-        self._call_selection_active = False
-        if torch.is_grad_enabled() and self.model.training and _checkpointing(self.model):
+        if self._keeps_for_backward():
             # Gradient checkpointing re-runs forward during backward: keep this call's rows until
-            # then (the next forward call resets them).
-            self._selection_kept_for_backward = True
+            # then (the next forward call resets them). Also for autograd threads that do not
+            # see this context (training is not meant to run concurrently with serving).
+            self._selection_key.training_fallback = call
         else:
-            self._set_layer_selection(self._context_selection)
+            self._set_entry(context, UNSET)
+            if self._selection_key.training_fallback is not None:
+                self._selection_key.training_fallback = None  # a stale training choice must not leak
         return None
 
     # ---------------------------------------------------------------- unloading
