@@ -355,7 +355,7 @@ def untrain(
 
     bar = tqdm(total=total_steps, initial=completed, disable=not (args.progress and accelerator.is_main_process),
                desc="untraining", unit="step")
-    history, start = [], time.perf_counter()
+    history, start, cpu_start = [], time.perf_counter(), time.process_time()
     stop_reason = None
     step = completed
     micro = 0
@@ -446,6 +446,7 @@ def untrain(
     bar.close()
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # this process's CPU time: comparable on a shared machine
     stop_reason = _final_stop_reason(tracker, stop_reason, accelerator, total_steps)
     return {
         "stop_reason": stop_reason,
@@ -455,6 +456,7 @@ def untrain(
         "epochs": step / steps_per_epoch,
         "steps_per_epoch": steps_per_epoch,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "num_processes": accelerator.num_processes,
         "history": history,
         "args": args.to_dict(),

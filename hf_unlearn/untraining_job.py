@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> dict:
     accelerator.wait_for_everyone()
     metrics = {
         "untraining_time_s": round(summary["seconds"], 3),
+        "untraining_cpu_time_s": round(summary["cpu_seconds"], 3),
         "steps": summary["steps"],
         "epochs": summary["epochs"],
         "stop_reason": summary["stop_reason"],
