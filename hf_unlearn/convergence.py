@@ -13,9 +13,9 @@ on a measurement instead:
   and, with ``max_set_size > 1``, one random set containing its class and one not containing it. The
   cost is independent of the number of classes, and every row's forget accuracy is exact (all of its
   class's validation samples run with it);
-- :class:`ConvergenceTracker` stops the round once the worst row's forget accuracy is at or under
-  ``target_forget_acc`` and the mean retain accuracy has not improved by ``min_retain_delta`` for
-  ``patience`` measurements; ``max_steps`` bounds it (a target not met by then is reported, not an error).
+- :class:`ConvergenceTracker` stops the round at the first measurement where the worst row's forget
+  accuracy is at or under ``target_forget_acc`` and the mean retain accuracy has not improved by
+  ``min_retain_delta`` for ``patience`` measurements; ``max_steps`` bounds it (a target not met by then is reported, not an error).
 
 Example:
 
@@ -199,8 +199,9 @@ def measure_rows(model, loader, num_classes: int, *, retain_rows: int = 2, max_s
 class ConvergenceTracker:
     """Decides when a round is done from successive :func:`measure_rows` results.
 
-    Stop once the worst row's forget accuracy is ``<= target_forget_acc`` and the retain accuracy has
-    not improved by more than ``min_retain_delta`` points for ``patience`` measurements in a row.
+    Stop at the first measurement where the worst row's forget accuracy is ``<= target_forget_acc`` and
+    the retain accuracy has not improved on its best by more than ``min_retain_delta`` points for
+    ``patience`` measurements in a row.
     Its state is a plain dict (``state_dict``/``load_state_dict``) so that a resumed run decides the same.
 
     Example:
@@ -226,16 +227,17 @@ class ConvergenceTracker:
         record = {"step": int(step), **{k: v for k, v in measurement.items()}}
         self.history.append(record)
         retain = measurement.get("retain_acc", 0.0)
-        if measurement["worst_forget_acc"] > self.target_forget_acc:
-            self.stale = 0  # not forgotten yet: retain accuracy is free to move
-            return None
+        # Retain accuracy is followed at every measurement; the round ends at the first measurement where
+        # it has been flat for `patience` measurements AND every row is at/under the target (a noisy
+        # worst row that dips in and out of the target does not restart the count).
         if self.best_retain_acc is None or retain > self.best_retain_acc + self.min_retain_delta:
             self.best_retain_acc = retain
             self.stale = 0
         else:
             self.stale += 1
         record["stale"] = self.stale
-        return STOP_CONVERGED if self.stale >= self.patience else None
+        met = measurement["worst_forget_acc"] <= self.target_forget_acc
+        return STOP_CONVERGED if met and self.stale >= self.patience else None
 
     def state_dict(self) -> dict:
         return {"best_retain_acc": self.best_retain_acc, "stale": self.stale, "history": self.history}

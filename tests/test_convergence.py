@@ -44,7 +44,8 @@ def test_validation_split_too_small_for_the_classes_is_a_clear_error():
 def test_tracker_stops_only_after_the_target_and_patience():
     tracker = ConvergenceTracker(target_forget_acc=1.0, patience=2, min_retain_delta=0.1)
     assert tracker.update(10, {"worst_forget_acc": 5.0, "retain_acc": 90.0}) is None  # not forgotten yet
-    assert tracker.update(20, {"worst_forget_acc": 5.0, "retain_acc": 80.0}) is None  # (retain free to move)
+    assert tracker.update(20, {"worst_forget_acc": 5.0, "retain_acc": 80.0}) is None  # stale 1
+    assert tracker.update(25, {"worst_forget_acc": 5.0, "retain_acc": 80.0}) is None  # stale 2, but a row > 1%
     assert tracker.update(30, {"worst_forget_acc": 0.5, "retain_acc": 91.0}) is None  # target met, best so far
     assert tracker.update(40, {"worst_forget_acc": 0.5, "retain_acc": 91.5}) is None  # improved by > 0.1
     assert tracker.update(50, {"worst_forget_acc": 0.0, "retain_acc": 91.55}) is None  # stale 1
