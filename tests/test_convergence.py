@@ -160,7 +160,7 @@ def test_killed_convergence_run_resumes_to_the_same_filters_and_history(digits_b
     common = [sys.executable, str(REPO / "recipes" / "train.py"), "--base_model", str(base_dir), "--dataset",
               "digits", "--max_train_samples", "512", "--batch_size", "32", "--eval_split", "", "--no_progress",
               "--seed", "5", "--eval_every", "4", "--max_steps", "16", "--patience", "100", "--num_threads", "1"]
-    run = lambda *extra: subprocess.run(common + list(extra), env=env, capture_output=True, text=True, timeout=300)
+    run = lambda *extra: subprocess.run(common + list(extra), env=env, capture_output=True, text=True, timeout=600)
     whole = run("--output_dir", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = run("--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "8", "--crash_after_step", "9")
