@@ -53,3 +53,12 @@ def test_job_reports_set_sizes_and_refuses_a_set_too_large(digits_base, tmp_path
                                eval_sets_per_size=3))
     by_size = metrics["evaluation"]["set_sizes"]["by_size"]
     assert set(by_size) == {"2", "5"} and by_size["5"]["n_sets"] == 3
+    # the evaluation suite's set-size mode on the saved adapter: sets.json/sets.md, no full report
+    from hf_unlearn.evaluation.suite import main
+
+    out = tmp_path / "eval"
+    result = main(["--adapter", str(tmp_path / "ok"), "--dataset", "digits", "--set_sizes", "3", "--sets_per_size",
+                   "2", "--sets_only", "--no_progress", "--output_dir", str(out)])
+    assert result["set_sizes"]["by_size"]["3"]["n_sets"] == 2
+    assert (out / "sets.json").is_file() and "| 3 | 2 |" in (out / "sets.md").read_text()
+    assert not (out / "report.json").exists()

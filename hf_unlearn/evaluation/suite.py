@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -910,6 +911,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set_sizes", type=int, nargs="+", default=None,
                     help="adapter only: also evaluate random forget sets of these sizes (rows multiplied), e.g. 2 3 4 5")
     ev.add_argument("--sets_per_size", type=int, default=20, help="random sets per size for --set_sizes")
+    ev.add_argument("--sets_only", action="store_true",
+                    help="with --set_sizes: only the set-size evaluation (sets.json, sets.md), not the full report")
     ev.add_argument("--cpu", action="store_true", help="force CPU (gives gloo DDP on a CPU box)")
     ev.add_argument("--num_threads", type=int, default=None, help="torch.set_num_threads")
     ev.add_argument("--no_plots", action="store_true")
@@ -1001,6 +1004,12 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
         train = load(args.train_split, args.max_train_samples)
         test = load(args.test_split, args.max_test_samples)
+    if args.sets_only:
+        if not args.set_sizes:
+            raise ValueError("--sets_only needs --set_sizes (e.g. --set_sizes 2 3 4 5).")
+        result = _evaluate_set_sizes(args, adapter, test, accelerator, progress)
+        accelerator.wait_for_everyone()
+        return {"set_sizes": result}
     retrain_dirs = retrain_dirs_from_root(args.retrain_root) if args.retrain_root else None
     if args.forget:
         kwargs["forget"] = _refs(args.forget)
@@ -1040,6 +1049,8 @@ def _evaluate_set_sizes(args, adapter, test, accelerator, progress) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sets.md").write_text("# Random forget sets (rows multiplied), test split\n\n"
                                      + format_set_sizes(result, adapter.id2label) + "\n")
+        (out / "sets.json").write_text(json.dumps(result, indent=2, default=float))
+        accelerator.print(format_set_sizes(result, adapter.id2label))
     return result
 
 
