@@ -154,6 +154,7 @@ def test_epochs_on_the_command_line_switch_a_convergence_config_to_epochs():
     assert parse_args(["--config", config, "--balance_forget", "false"]).balance_forget is False
 
 
+@pytest.mark.slow  # three short jobs in subprocesses: ~50 s on a quiet 2-core box, minutes under load
 def test_killed_convergence_run_resumes_to_the_same_filters_and_history(digits_base, tmp_path):
     base_dir, _ = digits_base
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
