@@ -270,6 +270,8 @@ def plot_convergence(history: Sequence[dict], path, *, target_forget_acc: float 
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("forget accuracy (%)")
     ax.set_yscale("symlog", linthresh=1.0)
+    top = max([2 * target_forget_acc] + [h["worst_forget_acc"] * 1.5 for h in history])
+    ax.set_ylim(-0.05, top)  # the target line must not sit on the frame
     ax2 = ax.twinx()
     ax2.plot(steps, [h.get("retain_drop", float("nan")) for h in history], "s-", color="#1f77b4",
              label="mean retain drop (pt)")
