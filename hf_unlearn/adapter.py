@@ -19,6 +19,7 @@ from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, resolve
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+from .cards import write_adapter_card
 from .hub import PICKLE_SUFFIXES
 
 
@@ -247,6 +248,7 @@ class UnlearnAdapter:
             self.model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
             if self.image_processor is not None:
                 self.image_processor.save_pretrained(str(tmp))
+            write_adapter_card(self, tmp, look_in=target)  # our card, not PEFT's empty template
             # Each file lands by an atomic rename; the config goes last, so a folder that has an
             # adapter_config.json always has the weights it describes. Other files are left alone.
             names = sorted(p.name for p in tmp.iterdir())

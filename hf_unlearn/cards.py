@@ -39,6 +39,9 @@ __all__ = [
     "report_markdown",
     "hub_dataset_id",
     "looks_like_hub_id",
+    "demo_text",
+    "write_adapter_card",
+    "write_exported_card",
 ]
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -354,6 +357,8 @@ def adapter_card(
     command: Optional[str] = None,
     license: Optional[str] = None,
     model_name: Optional[str] = None,
+    space: Optional[str] = None,
+    location: Optional[str] = None,
 ):
     """The model card of a weight-filter adapter (an :class:`~hf_unlearn.UnlearnAdapter`).
 
@@ -363,6 +368,10 @@ def adapter_card(
         repo_id: the Hub repo it goes to (used in the code examples and as the model name).
         command: the command that reproduced it (default: built from the report when it can be).
         license: SPDX id for the metadata (e.g. ``"apache-2.0"``); default: none stated.
+        space: the Hub Space running the interactive demo on this adapter (``org/name``), linked
+            from the card; without one the card says how to open the demo locally.
+        location: the local folder the adapter is saved in, for the demo command when there is no
+            ``repo_id``.
     """
     from huggingface_hub import ModelCardData
 
@@ -458,6 +467,7 @@ def adapter_card(
         has_report=report is not None,
         eval_command=summary.get("eval_command"),
         paper_url=PAPER_URL,
+        demo_text=demo_text(repo_id or location, space),
     )
 
 
@@ -627,3 +637,84 @@ def _forgotten_ids(forgotten, cfg, names: Mapping[int, str]) -> list[int]:
         else:
             raise ValueError(f"Unknown class {ref!r}: this model's classes are {list(names.values())[:20]}.")
     return sorted(dict.fromkeys(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# the card in every saved folder (not only on the Hub)
+# ---------------------------------------------------------------------------------------------
+
+SPACE_URL = "https://huggingface.co/spaces/{}"
+TRAIN_CONFIG = "untraining_config.yaml"  # what `hf-unlearn train` writes next to the adapter
+DEMO_INSTALL = 'pip install "hf_unlearn[demo]"'
+
+
+def demo_text(adapter_ref: Optional[str], space: Optional[str] = None) -> str:
+    """The card's "Try it" paragraph: a link to the Space, and the command that opens the demo locally."""
+    ref = adapter_ref or "PATH_OR_REPO"
+    local = (f"Locally: `{DEMO_INSTALL}`, then `hf-unlearn demo --adapter {_shell_word(str(ref))}` and open the "
+             "address it prints: pick classes to forget, upload an image or pick one from the gallery, and see the "
+             "base and the unlearned model's predictions side by side.")
+    if space:
+        return f"**[Try it in the browser: the {space} Space]({SPACE_URL.format(space)})** (a Gradio app). {local}"
+    return local
+
+
+def _local_report_and_command(folder: Path):
+    report = None
+    for name in REPORT_FILENAMES:
+        if (folder / name).is_file():
+            report = folder / name
+            break
+    command = f"hf-unlearn train --config {TRAIN_CONFIG}" if (folder / TRAIN_CONFIG).is_file() else None
+    return report, command
+
+
+def write_adapter_card(adapter, folder: Union[str, os.PathLike], *, look_in: Union[None, str, os.PathLike] = None,
+                       repo_id: Optional[str] = None, space: Optional[str] = None) -> Path:
+    """Write the adapter's card (the one a push uploads) as ``folder/README.md``; returns its path.
+
+    The report (``report.json`` or ``untraining_metrics.json``) and the reproduce command
+    (``untraining_config.yaml``) are taken from ``look_in`` (default ``folder``) when they are
+    there. Call it AFTER ``PeftModel.save_pretrained``, which writes PEFT's own README.md.
+
+    Example:
+
+    ```py
+    >>> adapter.save_pretrained("runs/wf")           # save_pretrained calls this already
+    >>> write_adapter_card(adapter, "runs/wf")       # again after untraining_metrics.json was written
+    ```
+    """
+    folder = Path(folder)
+    where = Path(look_in) if look_in is not None else folder
+    report, command = _local_report_and_command(where)
+    card = adapter_card(adapter, report, repo_id=repo_id, command=command, space=space, location=str(where))
+    return _write_text_atomic(folder / "README.md", str(card))
+
+
+def write_exported_card(model, folder: Union[str, os.PathLike], *, adapter_repo: Optional[str] = None,
+                        report: Union[None, Mapping, str, os.PathLike] = None, base_model: Optional[str] = None,
+                        repo_id: Optional[str] = None) -> Path:
+    """Write an exported model's card (the one ``push_exported`` uploads) as ``folder/README.md``.
+
+    ``report`` defaults to the one found next to a local ``adapter_repo``.
+
+    Example:
+
+    ```py
+    >>> model = adapter.export(forget="Coat"); model.save_pretrained("without-coat")
+    >>> write_exported_card(model, "without-coat", adapter_repo="runs/wf")
+    ```
+    """
+    folder = Path(folder)
+    if report is None and adapter_repo and Path(adapter_repo).is_dir():
+        report, _ = _local_report_and_command(Path(adapter_repo))
+    card = exported_card(model, None, report, repo_id=repo_id, adapter_repo=adapter_repo, base_model=base_model)
+    return _write_text_atomic(folder / "README.md", str(card))
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    # A card is replaced by rename, so a reader never sees half of one (PEFT's or ours).
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -19,7 +19,8 @@ COMMANDS = {
     "retrain": "the gold-standard reference: train the base recipe again without the forgotten class(es)",
     "export": "fold one class (or set) into a plain transformers model (optionally --push_to_hub)",
     "explain": "what the filters say about each class: filter maps, row similarity vs confusion, saliency, AUCs",
-    "push": "push an adapter (filters, config, image processor, model card, report) to the Hub",
+    "push": "push an adapter (filters, config, image processor, model card, report) to the Hub; --space: its demo too",
+    "demo": 'an interactive demo in the browser: forget classes, see predictions change (pip install "hf_unlearn[demo]")',
 }
 # command -> (module, function taking argv); imported only when that command runs
 RUNNERS = {
@@ -29,6 +30,7 @@ RUNNERS = {
     "retrain": (".retrain", "main"),
     "explain": (".explain", "main"),
     "push": (".hub", "cli_push"),
+    "demo": (".demo.cli", "main"),
 }
 
 
@@ -46,6 +48,7 @@ def _export(argv: Sequence[str]) -> None:
     check_push_arguments(args)  # no token / offline: fail before loading any model
 
     from .adapter import UnlearnAdapter
+    from .cards import write_exported_card
 
     adapter = UnlearnAdapter.from_pretrained(args.adapter, base_model=args.base_model, revision=args.revision)
     forget = [int(c) if c.lstrip("-").isdigit() else c for c in args.forget]
@@ -53,6 +56,8 @@ def _export(argv: Sequence[str]) -> None:
     model.save_pretrained(args.output_dir)
     if adapter.image_processor is not None:
         adapter.image_processor.save_pretrained(args.output_dir)
+    write_exported_card(model, args.output_dir, adapter_repo=args.adapter, report=args.report,
+                        base_model=args.base_model or adapter.config.base_model_name_or_path)
     print(f"saved a model without {model.config.unlearned_classes} to {args.output_dir}")
     push_exported_from_args(args, adapter, model)  # no-op without --push_to_hub
 

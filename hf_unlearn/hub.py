@@ -221,11 +221,13 @@ def push_adapter(
     report=None,
     command: Optional[str] = None,
     extra_files: Optional[Mapping[str, Union[str, os.PathLike]]] = None,
+    space: Optional[str] = None,
 ):
     """Push an :class:`~hf_unlearn.UnlearnAdapter` (see ``UnlearnAdapter.push_to_hub``).
 
     ``extra_files`` maps a path in the repo to a local file to add to the same commit (e.g. the
-    ``untraining_config.yaml`` that reproduces the adapter). Returns the ``CommitInfo``
+    ``untraining_config.yaml`` that reproduces the adapter). ``space``: the Hub Space running the
+    demo on this adapter (``org/name``), linked from the card. Returns the ``CommitInfo``
     (``.oid`` is the commit sha, ``.commit_url`` its page).
     """
     from .cards import adapter_card, looks_like_hub_id
@@ -249,7 +251,7 @@ def push_adapter(
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, target)
         # After save_pretrained: PEFT writes its own README.md there, ours must replace it.
-        adapter_card(adapter, data, repo_id=repo_id, command=command).save(folder / "README.md")
+        adapter_card(adapter, data, repo_id=repo_id, command=command, space=space).save(folder / "README.md")
         return _commit_folder(
             folder, repo_id, token=token, private=private, revision=revision,
             commit_message=commit_message or "Upload hf_unlearn weight-filter adapter", managed=ADAPTER_MANAGED,
@@ -339,6 +341,12 @@ def build_push_parser() -> argparse.ArgumentParser:
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--commit_message", default=None)
     parser.add_argument("--token", default=None, help="default: HF_TOKEN or the stored login")
+    parser.add_argument("--space", metavar="ORG/NAME", default=None,
+                        help="also push the interactive demo (a Gradio Space running `hf-unlearn demo` on this "
+                             "repo) and link it from the adapter's card")
+    parser.add_argument("--dataset", default=None,
+                        help="with --space: the dataset whose test images the demo shows (default: the one the "
+                             "adapter records)")
     return parser
 
 
@@ -354,16 +362,46 @@ def cli_push(argv: Optional[Sequence[str]] = None):
         adapter.config.base_model_name_or_path = args.hub_base_model
     folder = Path(args.adapter) if Path(args.adapter).is_dir() else None
     report = None if args.no_report else (args.report or find_report(folder))
+    space_kwargs = _space_arguments(args, folder, adapter)  # checked before the adapter is pushed
     extra, command = {}, None
     if folder is not None and (folder / "untraining_config.yaml").is_file():
         extra["untraining_config.yaml"] = folder / "untraining_config.yaml"
         command = "hf-unlearn train --config untraining_config.yaml"
     info = push_adapter(
         adapter, args.repo_id, token=token, private=args.private or None, revision=args.revision,
-        commit_message=args.commit_message, report=report, command=command, extra_files=extra,
+        commit_message=args.commit_message, report=report, command=command, extra_files=extra, space=args.space,
     )
     print(f"pushed {args.adapter} to {args.repo_id} (commit {info.oid}): {info.commit_url}")
+    if args.space:
+        from .demo.space import push_space
+
+        space_info = push_space(args.space, args.repo_id, token=token, private=args.private or None, **space_kwargs)
+        print(f"pushed the demo Space {args.space} (commit {space_info.oid}): "
+              f"https://huggingface.co/spaces/{args.space}")
     return info
+
+
+def _space_arguments(args: argparse.Namespace, folder: Optional[Path], adapter) -> dict:
+    """The Space's settings for ``--space`` (its dataset), checked before anything is pushed."""
+    if not args.space:
+        return {}
+    from .demo.core import recorded_dataset
+    from .demo.space import _check_repo_id, space_files
+
+    from .cards import looks_like_hub_id
+
+    base = adapter.config.base_model_name_or_path
+    if not (looks_like_hub_id(base) and "/" in str(base)):
+        raise PushError(f"Nothing was pushed: the Space loads the base model from the Hub, but the adapter names "
+                        f"{base!r}, which is not a Hub repo id. Push the base model and pass --hub_base_model ORG/NAME.")
+    dataset = args.dataset or (recorded_dataset(folder) if folder is not None else None)
+    kwargs = {"dataset": dataset, "base_model": base}
+    try:
+        _check_repo_id(args.space, "--space")
+        space_files(args.repo_id, **kwargs)  # a missing dataset or a bad id fails here, before any push
+    except ValueError as err:
+        raise PushError(f"Nothing was pushed: {err}") from None
+    return kwargs
 
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> None:

@@ -69,7 +69,9 @@ class UntrainingArguments:
     max_set_size: int = 2
     set_prob: float = 0.5
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    # "" = as launched (`accelerate launch --mixed_precision ...` / accelerate config), else fp32;
+    # an explicit "no" would override the launcher's choice.
+    mixed_precision: str = ""  # "" | no | fp16 | bf16
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0 = no intermediate checkpoints
     max_steps: int = 0  # stop after this many optimiser steps (0 = use epochs); the budget with eval_every
@@ -96,6 +98,9 @@ class UntrainingArguments:
             raise ValueError(f"Unknown forget_loss {self.forget_loss!r}: use 'inverse_ce' or 'boundary'.")
         if self.eval_every < 0 or self.max_steps < 0 or self.patience < 1:
             raise ValueError("eval_every and max_steps must be >= 0 and patience >= 1.")
+        if self.mixed_precision not in ("", "no", "fp16", "bf16"):
+            raise ValueError(f"Unknown mixed_precision {self.mixed_precision!r}: use no, fp16, bf16, or leave it "
+                             "empty for what `accelerate launch` was given.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -310,7 +315,7 @@ def untrain(
     if accelerator is None:
         accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision=args.mixed_precision,
+            mixed_precision=args.mixed_precision or None,  # None: as launched
             dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
         )
     set_seed(args.seed)

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from .adapter import UnlearnAdapter
+    from .cards import write_adapter_card
     from .run_utils import machine_info, package_versions, write_yaml_config
     from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
     from .training import untrain
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
     accelerator = Accelerator(
         cpu=args.cpu,
         gradient_accumulation_steps=targs.gradient_accumulation_steps,
-        mixed_precision=targs.mixed_precision,
+        mixed_precision=targs.mixed_precision or None,  # unset: what `accelerate launch` was given
         log_with=args.report_to,
         project_dir=args.output_dir,
         # even_batches=False: no padding, every example exactly once per epoch under DDP (the loop
@@ -287,6 +288,7 @@ def run(args: argparse.Namespace) -> dict:
         tmp = out / (METRICS_FILENAME + ".tmp")
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
         os.replace(tmp, out / METRICS_FILENAME)
+        write_adapter_card(adapter, out)  # again, now with the results and the reproduce command
         ev = metrics.get("evaluation")
         if ev:
             accelerator.print(

@@ -58,6 +58,7 @@ def main(argv=None) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     from hf_unlearn import UnlearnAdapter
+    from hf_unlearn.cards import write_exported_card
     from hf_unlearn.base_training import train_base
     from hf_unlearn.data import load_image_dataset
     from hf_unlearn.evaluation.plots import plot_accuracy_matrix, plot_forget_retain
@@ -106,6 +107,7 @@ def main(argv=None) -> dict:
     plain = adapter.export(forget=target)
     plain.save_pretrained(exported_dir)
     adapter.image_processor.save_pretrained(exported_dir)
+    write_exported_card(plain, exported_dir, adapter_repo=str(out / "adapter"))  # its model card, as on the Hub
     test = load_image_dataset(args.dataset, split="test")
     labels = test.dataset[test.label_column]
     own = [i for i, y in enumerate(labels) if y == target][: args.pipeline_images]
@@ -176,6 +178,8 @@ def main(argv=None) -> dict:
               "", "Reproduce: `bash scripts/quickstart.sh`.", ""]
     (out / "report.md").write_text("\n".join(lines))
     print(f"[5/5] report written to {out / 'report.md'} ({total:.0f} s in all)")
+    print(f"Next, see it forget in your browser: pip install \"hf_unlearn[demo]\" && "
+          f"hf-unlearn demo --adapter {out / 'adapter'}")
     return summary
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything a fresh Debian machine needs: the Fashion-MNIST data package, CPU torch, hf_unlearn.
+# Everything a fresh Debian machine needs: the Fashion-MNIST data package, Chromium (for the demo's
+# browser test), CPU torch, hf_unlearn with its test extra (which brings the demo's Gradio).
 # Safe to run again: installed pieces are skipped quickly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,13 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
   echo "==> installing the Debian package dataset-fashion-mnist (official Fashion-MNIST IDX files, MIT)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
+fi
+
+# Headless Chromium + its WebDriver for the demo's real-browser test (tests/test_demo.py).
+if ! dpkg -s chromium >/dev/null 2>&1 || ! dpkg -s chromium-driver >/dev/null 2>&1; then
+  echo "==> installing the Debian packages chromium and chromium-driver (the demo's browser test)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -36,6 +36,8 @@ def test_quickstart_smoke(tmp_path):
     assert check["base_on_class"] >= 80 and check["exported_on_class"] <= 10, check
     assert summary["evaluation"]["mean_forget_acc"] <= 15
     assert (out / "report.md").read_text().startswith("# hf_unlearn quickstart report")
+    assert f"hf-unlearn demo --adapter {out / 'adapter'}" in stdout.strip().splitlines()[-1]  # the last line
+    assert "hf_unlearn" in (out / "exported-without-0" / "README.md").read_text()  # our card, as on the Hub
     assert (out / "plots" / "forget_retain.png").stat().st_size > 1000
     assert (out / "plots" / "accuracy_matrix.png").stat().st_size > 1000
 

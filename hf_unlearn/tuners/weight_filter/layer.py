@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import WeightFilterConfig
+from .selection import selection_on
 
 
 class WeightFilterLayer(BaseTunerLayer):
@@ -87,7 +88,7 @@ class WeightFilterLayer(BaseTunerLayer):
             num_classes = padded.shape[0] - 1
             # Ids were validated against num_classes by WeightFilterModel; no check here, since
             # reading a tensor value in every layer would force a device sync per layer.
-            sel = selection.to(padded.device)
+            sel = selection_on(selection, padded.device)  # one copy for all layers, not one sync each
             index = torch.where(sel < 0, torch.full_like(sel, num_classes), sel)
             rows = padded[index[:, 0]] if index.shape[1] == 1 else padded[index].prod(dim=1)
             scale = rows if scale is None else scale * rows
