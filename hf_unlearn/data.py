@@ -11,6 +11,13 @@ Sources understood by :func:`load_image_dataset`:
   ``dataset-fashion-mnist`` installs in ``/usr/share/datasets/fashion-mnist/`` (override the
   directory with the environment variable ``HF_UNLEARN_FASHION_MNIST_DIR``). Where those files
   are absent, the Hub copy ``zalando-datasets/fashion_mnist`` is loaded instead.
+* ``"fashion_mnist_100"``: built in, 100 classes made from the same IDX files: each image is two
+  Fashion-MNIST items side by side (28x56 grey), class ``10 * left + right``, named ``"Coat | Bag"``.
+  Seeded and stratified: 600 composites per class in ``train`` (from the train split's items only),
+  100 per class in ``test`` (from the test split's items only). Forgetting "Coat | Bag" must keep
+  "Coat | Sneaker" and "Shirt | Bag": a CIFAR-100-sized test with shared structure. The square
+  presets' image processors resize it to 28x28 (each item then 14 pixels wide); pass a processor
+  with ``{"height": 28, "width": 56}`` to keep every pixel.
 * ``"digits"``: built in, scikit-learn's 8x8 digits (1,797 images, ships inside the wheel), split
   80/20 with a fixed seed. Good for fast tests.
 * a local directory (an ``imagefolder`` layout such as ``root/train/<class>/x.png``, a directory
@@ -88,7 +95,11 @@ FASHION_MNIST_DEBIAN_PACKAGE = "dataset-fashion-mnist"
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_DIR_ENV = "HF_UNLEARN_FASHION_MNIST_DIR"
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
-BUILTIN_DATASETS = ("fashion_mnist", "digits")
+BUILTIN_DATASETS = ("fashion_mnist", "fashion_mnist_100", "digits")
+# Composites per class of the built-in fashion_mnist_100 (600 x 100 = 60,000 like Fashion-MNIST's train
+# split, 100 x 100 = 10,000 like its test split) and the fixed seed that draws them.
+FASHION_MNIST_100_PER_CLASS = {"train": 600, "test": 100}
+FASHION_MNIST_100_SEED = 0
 
 # A batch of decoded/processed images can be this large before build_dataloader(preprocess="auto")
 # stops caching the whole split as one tensor and processes batches on the fly instead
@@ -189,6 +200,8 @@ def load_image_dataset(
             dataset, from_hub = _load_fashion_mnist(split, streaming=streaming, revision=revision)
             if from_hub:  # the Hub fallback was used: streamed already where asked for
                 return _wrap(dataset, source, split, streaming, image_column, label_column, class_names)
+        elif source == "fashion_mnist_100":
+            dataset = _builtin_fashion_mnist_100(split)
         else:
             dataset = _builtin_digits(split)
         num_rows = len(dataset)
@@ -425,6 +438,68 @@ def _load_fashion_mnist(split, *, streaming, revision):
 @functools.lru_cache(maxsize=4)
 def _builtin_fashion_mnist(images_path: str, labels_path: str, split: str):
     # Cached per process: building the 60k-row train split costs ~2 s, datasets are immutable.
+    images, labels = _read_idx(images_path, labels_path)
+    return _dataset_from_arrays(images, labels, FASHION_MNIST_CLASSES, split)
+
+
+def fashion_mnist_100_class_names() -> list:
+    """The 100 class names of ``fashion_mnist_100``: ``"<left item> | <right item>"``, id ``10 * left + right``."""
+    return [f"{left} | {right}" for left in FASHION_MNIST_CLASSES for right in FASHION_MNIST_CLASSES]
+
+
+def fashion_mnist_100_arrays(images: np.ndarray, labels: np.ndarray, per_class: int, seed: int):
+    """Composite images ``(100 * per_class, 28, 56)`` and labels from one Fashion-MNIST split's arrays.
+
+    For class ``10 * l + r``: ``per_class`` left items drawn from class ``l`` and ``per_class`` right items
+    from class ``r`` (without replacement within a class and side, where the split has enough), seeded.
+
+    Example:
+
+    ```py
+    >>> x, y = fashion_mnist_100_arrays(images, labels, per_class=100, seed=0)
+    >>> x.shape, int(y[0]), int(y[-1])
+    ((10000, 28, 56), 0, 99)
+    ```
+    """
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(labels == c) for c in range(10)]
+    missing = [FASHION_MNIST_CLASSES[c] for c in range(10) if len(by_class[c]) == 0]
+    if missing:
+        raise ValueError(f"fashion_mnist_100 needs every Fashion-MNIST class in the source split; missing {missing}")
+    out_images = np.empty((100 * per_class, images.shape[1], 2 * images.shape[2]), dtype=np.uint8)
+    out_labels = np.repeat(np.arange(100, dtype=np.int64), per_class)
+    for target in range(100):
+        left, right = divmod(target, 10)
+        pick = [rng.choice(by_class[c], size=per_class, replace=len(by_class[c]) < per_class) for c in (left, right)]
+        rows = slice(target * per_class, (target + 1) * per_class)
+        out_images[rows] = np.concatenate([images[pick[0]], images[pick[1]]], axis=2)
+    order = rng.permutation(len(out_labels))  # classes interleaved, like a real split
+    return out_images[order], out_labels[order]
+
+
+@functools.lru_cache(maxsize=2)
+def _builtin_fashion_mnist_100(split: str):
+    if split not in FASHION_MNIST_100_PER_CLASS:
+        raise ValueError(f"fashion_mnist_100 has the splits 'train' and 'test', not {split!r}")
+    directory = _fashion_mnist_dir()
+    prefix = "train" if split == "train" else "t10k"
+    images_path = os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz")
+    labels_path = os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz")
+    if not (os.path.isfile(images_path) and os.path.isfile(labels_path)):
+        raise RuntimeError(
+            f"fashion_mnist_100 is built from the Fashion-MNIST IDX files, which are not in {directory!r}: install the "
+            f"Debian package '{FASHION_MNIST_DEBIAN_PACKAGE}' (apt-get install -y {FASHION_MNIST_DEBIAN_PACKAGE}) or "
+            f"point {FASHION_MNIST_DIR_ENV} at a directory holding them."
+        )
+    images, labels = _read_idx(images_path, labels_path)
+    # Test composites are made from the test split's items only: no test image ever saw training.
+    composite, target = fashion_mnist_100_arrays(images, labels, FASHION_MNIST_100_PER_CLASS[split],
+                                                 FASHION_MNIST_100_SEED + (0 if split == "train" else 1))
+    return _dataset_from_arrays(composite, target, fashion_mnist_100_class_names(), split)
+
+
+def _read_idx(images_path: str, labels_path: str):
+    """``(images uint8 (N, H, W), labels int64 (N,))`` from a pair of gzipped IDX files."""
     with gzip.open(images_path, "rb") as f:
         raw = f.read()
     magic, count, rows, cols = struct.unpack(">IIII", raw[:16])
@@ -436,7 +511,7 @@ def _builtin_fashion_mnist(images_path: str, labels_path: str, split: str):
     labels = np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
     if len(labels) != count:
         raise ValueError(f"{labels_path} has {len(labels)} labels for {count} images")
-    return _dataset_from_arrays(images, labels, FASHION_MNIST_CLASSES, split)
+    return images, labels
 
 
 @functools.lru_cache(maxsize=4)

@@ -74,7 +74,16 @@ class UntrainingArguments:
     mixed_precision: str = ""  # "" | no | fp16 | bf16
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0 = no intermediate checkpoints
-    max_steps: int = 0  # stop after this many optimiser steps (0 = use epochs)
+    max_steps: int = 0  # stop after this many optimiser steps (0 = use epochs); the budget with eval_every
+    # Convergence-driven rounds (hf_unlearn.convergence): with eval_every > 0 and a validation loader the
+    # round measures every row every eval_every steps and stops when the worst row's forget accuracy is
+    # <= target_forget_acc (%) and the retain accuracy stopped improving (patience measurements).
+    eval_every: int = 0  # steps between validation measurements; 0 = no convergence check
+    target_forget_acc: float = 1.0
+    patience: int = 2
+    min_retain_delta: float = 0.05  # points of retain accuracy that count as an improvement
+    validation_retain_rows: int = 2  # random other rows each validation sample runs with
+    balance_forget: bool = True  # weight forget pairs by inverse class frequency: every row gets the same signal
     log_every: int = 20
     progress: bool = True
 
@@ -87,6 +96,8 @@ class UntrainingArguments:
             raise ValueError(f"Unknown retain_loss {self.retain_loss!r}: use 'ce' (labels) or 'kd' (match the base model).")
         if self.forget_loss not in ("inverse_ce", "boundary"):
             raise ValueError(f"Unknown forget_loss {self.forget_loss!r}: use 'inverse_ce' or 'boundary'.")
+        if self.eval_every < 0 or self.max_steps < 0 or self.patience < 1:
+            raise ValueError("eval_every and max_steps must be >= 0 and patience >= 1.")
         if self.mixed_precision not in ("", "no", "fp16", "bf16"):
             raise ValueError(f"Unknown mixed_precision {self.mixed_precision!r}: use no, fp16, bf16, or leave it "
                              "empty for what `accelerate launch` was given.")
@@ -172,22 +183,31 @@ def masked_teacher_log_probs(teacher_logits, selection, temperature: float = 1.0
     return torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
 
 
+def _weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    if weights is None:
+        return values.mean()
+    weights = weights.to(values.device, values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
 def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments, teacher_log_probs=None,
-                    forget_targets=None):
+                    forget_targets=None, forget_weights=None):
     """The untraining objective on the expanded batch; returns ``(loss, parts)``.
 
     ``teacher_log_probs`` (retain rows only, from :func:`masked_teacher_log_probs`) is needed with
     ``args.retain_loss == "kd"``; ``forget_targets`` (forget rows only: the base's most likely class
-    outside each row's set) with ``args.forget_loss == "boundary"``.
+    outside each row's set) with ``args.forget_loss == "boundary"``. ``forget_weights`` (forget rows
+    only, optional) weights the forget term per sample (class balancing).
     """
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
     forget_ce, retain_ce = ce[:batch], ce[batch:]
     if args.forget_loss == "boundary":
         if forget_targets is None:
             raise ValueError("forget_loss='boundary' needs the base model's nearest other class (forget_targets).")
-        forget_term = F.cross_entropy(logits[:batch].float(), forget_targets)
+        forget_term = _weighted_mean(F.cross_entropy(logits[:batch].float(), forget_targets, reduction="none"),
+                                     forget_weights)
     else:
-        forget_term = (1.0 / (forget_ce + args.inverse_ce_eps)).mean()
+        forget_term = _weighted_mean(1.0 / (forget_ce + args.inverse_ce_eps), forget_weights)
     if args.retain_loss == "kd":
         if teacher_log_probs is None:
             raise ValueError("retain_loss='kd' needs the base model's log-probabilities (teacher_log_probs).")
@@ -259,6 +279,8 @@ def untrain(
     resume_from: Optional[str] = None,
     steps_per_epoch: Optional[int] = None,
     on_batch=None,
+    validation_loader=None,
+    forget_class_weights: Optional[torch.Tensor] = None,
     _crash_after_step: Optional[int] = None,
     run_config_hash: Optional[str] = None,
 ) -> dict:
@@ -276,6 +298,14 @@ def untrain(
         on_batch: optional ``fn(batch, epoch, accelerator)`` called with every batch a process trains on.
         run_config_hash: identifies the run's whole configuration; stored with each checkpoint, and
             resuming from a checkpoint of another configuration is refused. Default: a hash of ``args``.
+        validation_loader: with ``args.eval_every > 0``, an unshuffled loader over a validation split
+            (every class present): the round is measured on it every ``eval_every`` steps and stops when
+            it has converged (see :mod:`hf_unlearn.convergence`); ``args.max_steps`` is the budget.
+        forget_class_weights: optional ``(num_classes,)`` weights of the forget term per class (inverse
+            class frequency from :func:`forget_class_weights`), so that every row gets the same signal.
+
+    The summary's ``stop_reason`` says why the round ended (``"epochs"``, ``"converged"``, ``"budget"``
+    or ``"budget_target_not_met"``) and ``convergence`` holds every validation measurement.
 
     Example:
 
@@ -321,6 +351,7 @@ def untrain(
     scheduler = _make_scheduler(optimizer, args, total_steps * accelerator.num_processes,
                                 warmup=args.warmup_steps * accelerator.num_processes)
 
+    tracker = _make_tracker(args, validation_loader)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if not is_iterable:
         # accelerate shards map-style data; with even_batches=False nothing is padded or repeated.
@@ -332,11 +363,13 @@ def untrain(
         checkpoint = _find_checkpoint(output_dir, resume_from, run_config_hash)
         accelerator.load_state(str(checkpoint))
         completed = json.loads((checkpoint / "progress.json").read_text())["completed_steps"]
+        _load_tracker(tracker, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} at step {completed}.")
 
     bar = tqdm(total=total_steps, initial=completed, disable=not (args.progress and accelerator.is_main_process),
                desc="untraining", unit="step")
-    history, start = [], time.perf_counter()
+    history, start, cpu_start = [], time.perf_counter(), time.process_time()
+    stop_reason = None
     step = completed
     micro = 0
     epoch = completed // steps_per_epoch
@@ -391,6 +424,7 @@ def untrain(
                 loss, parts = untraining_loss(
                     logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args,
                     teacher_log_probs=teacher, forget_targets=forget_targets,
+                    forget_weights=None if forget_class_weights is None else forget_class_weights[labels.cpu()],
                 )
                 accelerator.backward(loss * weight)
                 optimizer.step()
@@ -408,11 +442,14 @@ def untrain(
                 history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", forget_ce=f"{record['forget_ce']:.2f}")
                 accelerator.log(record, step=step)
+            if tracker is not None and (step % args.eval_every == 0 or step >= total_steps):
+                stop_reason = _convergence_check(tracker, model, validation_loader, num_classes, args, step,
+                                                 accelerator, bar)
             if output_dir and args.checkpoint_every and step % args.checkpoint_every == 0:
-                _save_checkpoint(accelerator, output_dir, step, run_config_hash or config_hash(args))
+                _save_checkpoint(accelerator, output_dir, step, run_config_hash or config_hash(args), tracker)
             if _crash_after_step is not None and step == _crash_after_step:
                 os._exit(17)  # simulate a killed process (tests): no cleanup, no final save
-            if step >= total_steps:
+            if step >= total_steps or stop_reason is not None:
                 done = True
                 break
         epoch += 1
@@ -421,11 +458,17 @@ def untrain(
     bar.close()
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # this process's CPU time: comparable on a shared machine
+    stop_reason = _final_stop_reason(tracker, stop_reason, accelerator, total_steps)
     return {
+        "stop_reason": stop_reason,
+        "budget_steps": total_steps,
+        "convergence": None if tracker is None else tracker.state_dict(),
         "steps": step,
         "epochs": step / steps_per_epoch,
         "steps_per_epoch": steps_per_epoch,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "num_processes": accelerator.num_processes,
         "history": history,
         "args": args.to_dict(),
@@ -479,9 +522,11 @@ def config_hash(values) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _save_checkpoint(accelerator, output_dir: str, step: int, run_config_hash: Optional[str] = None) -> None:
+def _save_checkpoint(accelerator, output_dir: str, step: int, run_config_hash: Optional[str] = None,
+                     tracker=None) -> None:
     path = Path(output_dir) / f"checkpoint-{step}"
     accelerator.save_state(str(path))
+    _save_tracker(tracker, accelerator, output_dir, step)  # before progress.json marks the folder complete
     if accelerator.is_main_process:
         # progress.json marks the checkpoint complete: written last, and atomically (a kill while
         # writing it must not leave an empty file that makes the checkpoint look complete).
@@ -532,3 +577,99 @@ def _find_checkpoint(output_dir: Optional[str], resume_from: str, run_config_has
             _check_same_run(path, progress, run_config_hash)
             return path
     raise FileNotFoundError(f"No complete checkpoint-* folder in {output_dir} to resume from.")
+
+
+# -- convergence-driven rounds (hf_unlearn.convergence) ------------------------------------------
+
+TRACKER_FILENAME = "convergence.json"
+
+
+def forget_class_weights(labels, num_classes: int) -> Optional[torch.Tensor]:
+    """Inverse-frequency weights of the forget term per class (mean 1 over the data), or None when the
+    classes are balanced (nothing to correct: the plain mean is used, bit for bit as before).
+
+    Example:
+
+    ```py
+    >>> forget_class_weights([0, 0, 0, 1], 2)     # class 1 is rare: its forget pairs count 3x
+    tensor([0.6667, 2.0000])
+    ```
+    """
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.long).flatten(), minlength=num_classes).double()
+    present = counts > 0
+    if not present.any() or counts[present].max() == counts[present].min():
+        return None
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.float()
+
+
+def _make_tracker(args: UntrainingArguments, validation_loader):
+    if not args.eval_every:
+        return None
+    if validation_loader is None:
+        raise ValueError("eval_every > 0 needs a validation_loader (the job carves one from the training data).")
+    from .convergence import ConvergenceTracker
+
+    return ConvergenceTracker(target_forget_acc=args.target_forget_acc, patience=args.patience,
+                              min_retain_delta=args.min_retain_delta)
+
+
+def _convergence_check(tracker, model, validation_loader, num_classes, args, step, accelerator, bar):
+    """Measure the rows on the validation split; every rank decides as rank 0 does."""
+    from accelerate.utils import broadcast
+
+    from .convergence import measure_rows
+
+    # Every rank measures the whole split with the same filters (no sharding, no gather), so the
+    # trackers agree; the broadcast below makes the decision rank 0's regardless.
+    measurement = measure_rows(accelerator.unwrap_model(model), validation_loader, num_classes,
+                               retain_rows=args.validation_retain_rows, max_set_size=args.max_set_size,
+                               seed=args.seed, device=accelerator.device)
+    reason = tracker.update(step, measurement)
+    flag = broadcast(torch.tensor([1 if reason else 0], device=accelerator.device), from_process=0)
+    accelerator.log({f"val/{k}": v for k, v in measurement.items() if isinstance(v, (int, float))}, step=step)
+    if args.progress and accelerator.is_main_process:
+        bar.write(f"step {step}: validation worst-row FA {measurement['worst_forget_acc']:.2f}% "
+                  f"(mean {measurement['mean_forget_acc']:.2f}%), retain drop {measurement.get('retain_drop', 0):.2f} pt"
+                  + (f", sets FA {measurement['set_forget_acc']:.2f}% drop {measurement['set_retain_drop']:.2f} pt"
+                     if "set_forget_acc" in measurement else ""))
+    from .convergence import STOP_CONVERGED
+
+    return STOP_CONVERGED if int(flag.item()) else None
+
+
+def _final_stop_reason(tracker, stop_reason, accelerator, total_steps: int) -> str:
+    from .convergence import STOP_BUDGET, STOP_BUDGET_TARGET_NOT_MET, STOP_EPOCHS
+
+    if tracker is None:
+        return STOP_EPOCHS
+    if stop_reason:
+        return stop_reason
+    if tracker.target_met():
+        return STOP_BUDGET
+    import warnings
+
+    last = tracker.history[-1] if tracker.history else {}
+    message = (f"The forget target ({tracker.target_forget_acc:g}% on every row) was not met within the budget of "
+               f"{total_steps} steps: the worst row is at {last.get('worst_forget_acc', float('nan')):.2f}% on the "
+               "validation split. The adapter is saved as it is; raise --max_steps (or the learning rate) to go on.")
+    warnings.warn(message, stacklevel=3)
+    accelerator.print(f"WARNING: {message}")
+    return STOP_BUDGET_TARGET_NOT_MET
+
+
+def _save_tracker(tracker, accelerator, output_dir: str, step: int) -> None:
+    """The convergence state next to a checkpoint, so that a resumed run decides as the whole one."""
+    if tracker is None or not accelerator.is_main_process:
+        return
+    path = Path(output_dir) / f"checkpoint-{step}" / TRACKER_FILENAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(tracker.state_dict(), default=float))
+    os.replace(tmp, path)
+
+
+def _load_tracker(tracker, checkpoint: Path) -> None:
+    path = Path(checkpoint) / TRACKER_FILENAME
+    if tracker is not None and path.is_file():
+        tracker.load_state_dict(json.loads(path.read_text()))

@@ -42,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max_train_samples", type=int, default=None)
     data.add_argument("--max_eval_samples", type=int, default=None)
     data.add_argument("--eval_batch_size", type=int, default=256)
+    data.add_argument("--validation_split", default=None,
+                      help="split measured during a convergence-driven round (eval_every > 0); default: carve a "
+                           "seeded, class-stratified share of the training data")
+    data.add_argument("--validation_fraction", type=float, default=0.1,
+                      help="share of each class carved from the training data for validation")
+    data.add_argument("--validation_max_samples", type=int, default=2000,
+                      help="cap on the carved validation split (all classes together)")
     data.add_argument("--eval_pairs", type=int, default=10,
                       help="also evaluate this many random pairs of classes forgotten together (0 to skip)")
+    data.add_argument("--eval_set_sizes", type=int, nargs="+", default=None,
+                      help="also evaluate random forget sets of these sizes (rows multiplied), e.g. 2 3 4 5")
+    data.add_argument("--eval_sets_per_size", type=int, default=20, help="random sets per size for --eval_set_sizes")
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--target_modules", nargs="+", default=None, help="default: per model_type")
     adapter.add_argument("--parametrization", choices=["sigmoid", "clamp"], default="sigmoid")
@@ -52,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(UntrainingArguments):
         if f.name == "progress":
             continue
-        kind = type(f.default)
+        kind = _parse_bool if isinstance(f.default, bool) else type(f.default)
         train.add_argument(f"--{f.name}", type=kind, default=f.default)
     run = parser.add_argument_group("run")
     run.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
@@ -71,7 +81,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from .run_utils import parse_with_config
 
     parser = build_parser()
-    args = parse_with_config(parser, argv)
+    args = parse_with_config(parser, argv, adjust=_epochs_on_command_line)
     if not args.base_model or not args.output_dir:
         parser.error("--base_model and --output_dir are required (on the command line or in --config)")
     try:
@@ -79,6 +89,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     except ValueError as err:
         parser.error(str(err))
     return args
+
+
+def _parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _epochs_on_command_line(values: dict, argv: list) -> dict:
+    """``--epochs N`` on the command line over a convergence-driven config means an epoch schedule:
+    the config's step budget and convergence check are switched off unless also given as flags."""
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if "--epochs" in given:
+        if "--eval_every" not in given:
+            values["eval_every"] = 0
+        if "--max_steps" not in given:
+            values["max_steps"] = 0
+    return values
 
 
 def resolve_args(values: Optional[Mapping[str, Any]] = None, **overrides) -> argparse.Namespace:
@@ -143,10 +175,17 @@ def run(args: argparse.Namespace) -> dict:
             label_column=args.label_column, revision=args.dataset_revision,
         )
     check_labels_match(train_data, base.config)
+    if args.eval_set_sizes:  # a set larger than the class count fails now, not after the round
+        from .evaluation.sets import random_sets
+
+        for size in args.eval_set_sizes:
+            random_sets(base.config.num_labels, size, args.eval_sets_per_size, seed=targs.seed)
     train_data = subsample(train_data, args.max_train_samples, seed=args.seed)
     if train_data.num_rows == 0:
         raise ValueError(f"The {args.train_split!r} split of {args.dataset!r} is empty: nothing to untrain on.")
     untrained_classes = classes_without_rows(train_data)
+
+    train_data, val_data = split_validation(args, train_data, targs)
 
     accelerator.wait_for_everyone()  # every rank has checked its inputs
     if accelerator.is_main_process:
@@ -174,10 +213,16 @@ def run(args: argparse.Namespace) -> dict:
         revision=args.base_model_revision,
     )
     adapter = UnlearnAdapter.attach(base, config, image_processor=processor)
+    val_loader = None
+    if val_data is not None:
+        val_loader = build_dataloader(val_data, processor, num_channels=num_channels, batch_size=args.eval_batch_size,
+                                      shuffle=False, seed=0, progress=False)
+    weights = _forget_class_weights(train_data, targs)
     summary = untrain(
         adapter, loader, targs, accelerator=accelerator, output_dir=str(out / "checkpoints"),
         resume_from=args.resume, steps_per_epoch=steps_per_epoch, _crash_after_step=args.crash_after_step,
         run_config_hash=run_hash,
+        validation_loader=val_loader, forget_class_weights=weights,
     )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -185,13 +230,21 @@ def run(args: argparse.Namespace) -> dict:
     accelerator.wait_for_everyone()
     metrics = {
         "untraining_time_s": round(summary["seconds"], 3),
+        "untraining_cpu_time_s": round(summary["cpu_seconds"], 3),
         "steps": summary["steps"],
         "epochs": summary["epochs"],
+        "stop_reason": summary["stop_reason"],
+        "stop_explanation": STOP_EXPLANATIONS[summary["stop_reason"]],
+        "budget_steps": summary["budget_steps"],
+        "forget_class_weights": None if weights is None else [round(float(w), 4) for w in weights],
         "num_processes": summary["num_processes"],
         "history": summary["history"],
         "base_model": args.base_model,
         "dataset": args.dataset,
         "num_train_examples": train_data.num_rows,
+        "num_validation_examples": None if val_data is None else val_data.num_rows,
+        "validation_split": None if val_data is None else (args.validation_split or "carved from " + args.train_split),
+        "convergence": summary["convergence"],
         "filters_per_class": sum(m.out_features for m in adapter.filter_layers().values()),
         "filtered_layers": len(adapter.filter_layers()),
         "seed": targs.seed,
@@ -239,7 +292,21 @@ def run(args: argparse.Namespace) -> dict:
                 "mean_retain_drop": sum(r["retain_drop"] for r in results) / len(results),
                 "worst_retain_drop": max(r["retain_drop"] for r in results),
             }
+        if args.eval_set_sizes:
+            from .evaluation.sets import evaluate_set_sizes
+
+            metrics["evaluation"]["set_sizes"] = evaluate_set_sizes(
+                adapter, eval_loader, args.eval_set_sizes, args.eval_sets_per_size, seed=targs.seed,
+                accelerator=accelerator, progress=False)
     if accelerator.is_main_process:
+        if summary["convergence"] and summary["convergence"]["history"]:
+            from .convergence import plot_convergence
+
+            plot_convergence(summary["convergence"]["history"], out / "convergence.png",
+                             target_forget_acc=targs.target_forget_acc,
+                             title=f"{args.dataset}: stopped at step {summary['steps']} ({summary['stop_reason']})")
+        accelerator.print(f"untraining stopped after {summary['steps']} steps: "
+                          f"{STOP_EXPLANATIONS[summary['stop_reason']]}")
         tmp = out / (METRICS_FILENAME + ".tmp")
         tmp.write_text(json.dumps(metrics, indent=2, default=float))
         os.replace(tmp, out / METRICS_FILENAME)
@@ -258,6 +325,10 @@ def run(args: argparse.Namespace) -> dict:
                     f"{len(p['pairs'])} random pairs forgotten together: mean forget acc {p['mean_forget_acc']:.2f}%, "
                     f"mean retain drop {p['mean_retain_drop']:.2f} pt (worst {p['worst_retain_drop']:.2f} pt)"
                 )
+            if "set_sizes" in ev:
+                from .evaluation.sets import format_set_sizes
+
+                accelerator.print(format_set_sizes(ev["set_sizes"], adapter.id2label))
     if args.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()
@@ -269,7 +340,7 @@ def run(args: argparse.Namespace) -> dict:
 _NOT_IN_RUN_HASH = {
     "config", "resume", "overwrite_output_dir", "report_to", "cpu", "num_threads", "no_progress",
     "crash_after_step", "log_every", "checkpoint_every", "eval_split", "max_eval_samples",
-    "eval_batch_size", "eval_pairs",
+    "eval_batch_size", "eval_pairs", "eval_set_sizes", "eval_sets_per_size",
 }
 PREVIOUS_RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", CONFIG_FILENAME, METRICS_FILENAME)
 
@@ -339,6 +410,59 @@ def classes_without_rows(data) -> list:
             stacklevel=2,
         )
     return missing
+
+
+STOP_EXPLANATIONS = {
+    "epochs": "the epoch/step schedule ran out (no convergence check: eval_every = 0)",
+    "converged": "every row's forget accuracy on the validation split reached the target and the retain "
+                 "accuracy stopped improving (patience)",
+    "budget": "the step budget (max_steps) ran out with every row at or under the forget target; the retain "
+              "accuracy was still improving",
+    "budget_target_not_met": "the step budget (max_steps) ran out BEFORE every row reached the forget target "
+                             "(see the warning and convergence history); raise --max_steps",
+}
+
+
+def split_validation(args: argparse.Namespace, train_data, targs: UntrainingArguments):
+    """``(train_data, validation_data)`` for a convergence-driven round (``eval_every > 0``), else
+    ``(train_data, None)``. The validation data is the named ``--validation_split`` (every class must be
+    in it) or a seeded, class-stratified share carved from the training data and removed from it.
+    """
+    from dataclasses import replace
+
+    from .convergence import check_validation_classes, stratified_validation_indices
+    from .data import _label_array, load_image_dataset, subsample
+
+    if not targs.eval_every:
+        return train_data, None
+    if args.validation_split:
+        val = load_image_dataset(args.dataset, split=args.validation_split, image_column=args.image_column,
+                                 label_column=args.label_column, revision=args.dataset_revision)
+        val = subsample(val, args.validation_max_samples, seed=targs.seed)
+        check_validation_classes(_label_array(val.dataset, val.label_column), val.num_classes, val.class_names)
+        return train_data, val
+    if train_data.streaming:
+        raise ValueError(
+            "A streamed training split cannot be carved into a class-stratified validation split: pass "
+            "--validation_split <split name>, or --eval_every 0 for an epoch/step schedule without convergence check."
+        )
+    labels = _label_array(train_data.dataset, train_data.label_column)
+    train_idx, val_idx = stratified_validation_indices(
+        labels, train_data.num_classes, fraction=args.validation_fraction,
+        max_samples=args.validation_max_samples, seed=targs.seed,
+    )
+    return (replace(train_data, dataset=train_data.dataset.select(train_idx), num_rows=len(train_idx)),
+            replace(train_data, dataset=train_data.dataset.select(val_idx), num_rows=len(val_idx)))
+
+
+def _forget_class_weights(train_data, targs: UntrainingArguments):
+    """Inverse-frequency weights of the forget term (None if the classes are balanced, or streaming)."""
+    if not targs.balance_forget or train_data.streaming:
+        return None
+    from .data import _label_array
+    from .training import forget_class_weights
+
+    return forget_class_weights(_label_array(train_data.dataset, train_data.label_column), train_data.num_classes)
 
 
 def random_pairs(num_classes: int, count: int, seed: int = 0) -> list[list[int]]:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -907,6 +908,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--few_shot_shots", type=int, default=5, help="few-shot probe: labelled samples per class")
     ev.add_argument("--few_shot_draws", type=int, default=10, help="few-shot probe: seeded repetitions")
     ev.add_argument("--samples_per_row", type=int, default=50, help="sampled RA above 20 classes")
+    ev.add_argument("--set_sizes", type=int, nargs="+", default=None,
+                    help="adapter only: also evaluate random forget sets of these sizes (rows multiplied), e.g. 2 3 4 5")
+    ev.add_argument("--sets_per_size", type=int, default=20, help="random sets per size for --set_sizes")
+    ev.add_argument("--sets_only", action="store_true",
+                    help="with --set_sizes: only the set-size evaluation (sets.json, sets.md), not the full report")
     ev.add_argument("--cpu", action="store_true", help="force CPU (gives gloo DDP on a CPU box)")
     ev.add_argument("--num_threads", type=int, default=None, help="torch.set_num_threads")
     ev.add_argument("--no_plots", action="store_true")
@@ -983,6 +989,13 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                 import json
 
                 kwargs["forget"] = json.loads(retrain_json.read_text())["class_ids"]
+    if args.set_sizes:  # a set larger than the class count is a usage error before any pass over the data
+        from .sets import random_sets
+
+        if adapter is None:
+            raise ValueError("--set_sizes needs --adapter: a plain model forgot one fixed set.")
+        for size in args.set_sizes:
+            random_sets(adapter.num_classes, size, args.sets_per_size, seed=args.seed)
     with accelerator.main_process_first():
         def load(split, limit):
             data = load_image_dataset(args.dataset, split=split, image_column=args.image_column,
@@ -991,6 +1004,12 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
         train = load(args.train_split, args.max_train_samples)
         test = load(args.test_split, args.max_test_samples)
+    if args.sets_only:
+        if not args.set_sizes:
+            raise ValueError("--sets_only needs --set_sizes (e.g. --set_sizes 2 3 4 5).")
+        result = _evaluate_set_sizes(args, adapter, test, accelerator, progress)
+        accelerator.wait_for_everyone()
+        return {"set_sizes": result}
     retrain_dirs = retrain_dirs_from_root(args.retrain_root) if args.retrain_root else None
     if args.forget:
         kwargs["forget"] = _refs(args.forget)
@@ -1002,6 +1021,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     )
     report["adapter"] = args.adapter
     report["settings"]["argv"] = getattr(args, "argv", None)
+    if args.set_sizes:
+        report["set_sizes"] = _evaluate_set_sizes(args, adapter, test, accelerator, progress)
     if accelerator.is_main_process:
         out = Path(args.output_dir)
         json_path, md_path = write_report(report, out)
@@ -1010,6 +1031,27 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                           (f", {len(plots)} plots" if plots else ""))
     accelerator.wait_for_everyone()
     return report
+
+
+def _evaluate_set_sizes(args, adapter, test, accelerator, progress) -> dict:
+    """``--set_sizes``: random sets of each size on the test split (written to sets.md next to the report)."""
+    from ..data import build_dataloader
+    from .sets import evaluate_set_sizes, format_set_sizes
+
+    if adapter is None:
+        raise ValueError("--set_sizes needs --adapter: a plain model forgot one fixed set.")
+    loader = build_dataloader(test, adapter.image_processor, num_channels=adapter.model.config.num_channels,
+                              batch_size=args.batch_size, shuffle=False, seed=args.seed, progress=False)
+    result = evaluate_set_sizes(adapter, accelerator.prepare(loader), args.set_sizes, args.sets_per_size,
+                                seed=args.seed, accelerator=accelerator, progress=progress)
+    if accelerator.is_main_process:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sets.md").write_text("# Random forget sets (rows multiplied), test split\n\n"
+                                     + format_set_sizes(result, adapter.id2label) + "\n")
+        (out / "sets.json").write_text(json.dumps(result, indent=2, default=float))
+        accelerator.print(format_set_sizes(result, adapter.id2label))
+    return result
 
 
 def _summary_line(report: dict) -> str:
