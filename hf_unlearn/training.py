@@ -22,6 +22,10 @@ penultimate features of each forget pair (what the final classifier receives) ar
 distance, to the base model's feature centroid of the class the base finds most likely outside the
 forget set, so the class leaves the representation and not only the output. The centroids are the
 base's features of the batch averaged per label (the same extra no-grad forward as ``boundary``).
+``feature_loss="prototype"`` asks for more than closeness: a cross-entropy over the cosine similarities
+(divided by ``feature_temperature``) of each forget feature to every class centroid of the batch, with
+that nearest other class as the label, so the feature must be nearer to it than to its own class's
+centroid, which is what a nearest-class-mean probe tests.
 
 With ``forget_loss="boundary"`` the forget term is instead the cross-entropy towards the class the
 *base model* finds most likely outside the forget set (Boundary Shrink's target): a forgotten sample
@@ -70,8 +74,9 @@ class UntrainingArguments:
     forget_loss: str = "inverse_ce"  # inverse_ce (bounded 1/CE, the paper) | boundary (CE to the base's nearest other class)
     lambda_forget: float = 1.0
     lambda_reg: float = 0.0
-    feature_loss: str = "none"  # none | centroid (pull forget features to the base's nearest-other-class centroid)
+    feature_loss: str = "none"  # none | centroid (cosine pull to the base's nearest-other-class centroid) | prototype
     lambda_feature: float = 1.0
+    feature_temperature: float = 0.1  # prototype: cosine similarities are divided by this
     inverse_ce_eps: float = 1e-2
     retain_rows: int = 1
     max_set_size: int = 2
@@ -93,8 +98,10 @@ class UntrainingArguments:
             raise ValueError(f"Unknown retain_loss {self.retain_loss!r}: use 'ce' (labels) or 'kd' (match the base model).")
         if self.forget_loss not in ("inverse_ce", "boundary"):
             raise ValueError(f"Unknown forget_loss {self.forget_loss!r}: use 'inverse_ce' or 'boundary'.")
-        if self.feature_loss not in ("none", "centroid"):
-            raise ValueError(f"Unknown feature_loss {self.feature_loss!r}: use 'none' or 'centroid'.")
+        if self.feature_loss not in ("none", "centroid", "prototype"):
+            raise ValueError(f"Unknown feature_loss {self.feature_loss!r}: use 'none', 'centroid' or 'prototype'.")
+        if self.feature_temperature <= 0:
+            raise ValueError(f"feature_temperature must be > 0, got {self.feature_temperature}.")
         if self.lambda_feature < 0:
             raise ValueError(f"lambda_feature must be >= 0, got {self.lambda_feature}.")
 
@@ -188,12 +195,39 @@ def nearest_centroid_targets(base_features, labels, forget_targets):
         >>> t[0].tolist(), ok.tolist()
         ([0.0, 0.5, 0.5], [True, True, False])
     """
+    centroids, present = batch_centroids(base_features, labels, int(forget_targets.max()) + 1)
+    return centroids[forget_targets], present[forget_targets]
+
+
+def batch_centroids(base_features, labels, min_classes: int = 0):
+    """Per-class mean of the base's features over the batch: ``(centroids (K, D), present (K,))``.
+
+    ``K = max(labels.max() + 1, min_classes)``; a class with no sample in the batch has a zero row
+    and ``present`` False.
+    """
     feats = base_features.detach().float()
-    num = int(max(int(labels.max()), int(forget_targets.max())) + 1)
+    num = max(int(labels.max()) + 1, int(min_classes))
     sums = feats.new_zeros(num, feats.shape[1]).index_add_(0, labels, feats)
     counts = torch.bincount(labels, minlength=num).to(feats.dtype)
-    centroids = sums / counts.clamp(min=1)[:, None]
-    return centroids[forget_targets], counts[forget_targets] > 0
+    return sums / counts.clamp(min=1)[:, None], counts > 0
+
+
+def prototype_forget_loss(features, centroids, present, forget_targets, temperature: float):
+    """Cross-entropy of cosine-similarity logits to the batch's class centroids, target = the nearest other class.
+
+    Pairs whose target class has no centroid in the batch are skipped (0 when none is left).
+
+    Example:
+        >>> c = torch.eye(2)
+        >>> prototype_forget_loss(torch.tensor([[0.0, 1.0]]), c, torch.tensor([True, True]), torch.tensor([1]), 0.1) < 1e-3
+        tensor(True)
+    """
+    valid = present[forget_targets]
+    if not bool(valid.any()):
+        return features.new_zeros(()).float()
+    sims = F.normalize(features[valid].float(), dim=-1) @ F.normalize(centroids.float(), dim=-1).T
+    logits = (sims / temperature).masked_fill(~present[None, :], float("-inf"))
+    return F.cross_entropy(logits, forget_targets[valid])
 
 
 def feature_forget_loss(features, target_features, valid):
@@ -230,14 +264,17 @@ class capture_features:
 
 
 def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments, teacher_log_probs=None,
-                    forget_targets=None, forget_features=None, feature_targets=None, feature_valid=None):
+                    forget_targets=None, forget_features=None, feature_targets=None, feature_valid=None,
+                    feature_centroids=None, feature_present=None):
     """The untraining objective on the expanded batch; returns ``(loss, parts)``.
 
     ``teacher_log_probs`` (retain rows only, from :func:`masked_teacher_log_probs`) is needed with
     ``args.retain_loss == "kd"``; ``forget_targets`` (forget rows only: the base's most likely class
     outside each row's set) with ``args.forget_loss == "boundary"``; ``forget_features`` (the filtered
     network's penultimate features of the forget rows) with ``feature_targets``/``feature_valid``
-    (from :func:`nearest_centroid_targets`) with ``args.feature_loss == "centroid"``.
+    (from :func:`nearest_centroid_targets`) with ``args.feature_loss == "centroid"``; with
+    ``"prototype"``, ``feature_targets`` are the target CLASS ids and ``feature_centroids``/``feature_present``
+    come from :func:`batch_centroids`.
     """
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
     forget_ce, retain_ce = ce[:batch], ce[batch:]
@@ -265,6 +302,14 @@ def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArgum
         if forget_features is None or feature_targets is None or feature_valid is None:
             raise ValueError("feature_loss='centroid' needs the forget rows' features and their centroid targets.")
         feature_term = feature_forget_loss(forget_features, feature_targets, feature_valid)
+        loss = loss + args.lambda_feature * feature_term
+        parts["feature"] = feature_term.detach()
+    elif args.feature_loss == "prototype":
+        if forget_features is None or feature_targets is None or feature_centroids is None or feature_present is None:
+            raise ValueError("feature_loss='prototype' needs the forget rows' features, their target classes and the "
+                             "batch centroids.")
+        feature_term = prototype_forget_loss(forget_features, feature_centroids, feature_present, feature_targets,
+                                             args.feature_temperature)
         loss = loss + args.lambda_feature * feature_term
         parts["feature"] = feature_term.detach()
     return loss, parts
@@ -453,8 +498,14 @@ def untrain(
                     # the original network: no row selected
                     base_logits = accelerator.unwrap_model(model)(pixel_values=pixels[:b]).logits
                 if use_features:
-                    features["target"], features["valid"] = nearest_centroid_targets(
-                        store[-1], targets[:b], masked_teacher_log_probs(base_logits, selection[:b]).argmax(-1))
+                    nearest = masked_teacher_log_probs(base_logits, selection[:b]).argmax(-1)
+                    if args.feature_loss == "prototype":
+                        features["centroids"], features["present"] = batch_centroids(store[-1], targets[:b],
+                                                                                     num_classes)
+                        features["target"] = nearest
+                    else:
+                        features["target"], features["valid"] = nearest_centroid_targets(store[-1], targets[:b],
+                                                                                          nearest)
                 if args.retain_loss == "kd":
                     teacher = masked_teacher_log_probs(base_logits.repeat(args.retain_rows, 1), selection[b:],
                                                        args.kd_temperature)
@@ -468,6 +519,7 @@ def untrain(
                     teacher_log_probs=teacher, forget_targets=forget_targets,
                     forget_features=store[-1][: labels.shape[0]] if use_features else None,
                     feature_targets=features.get("target"), feature_valid=features.get("valid"),
+                    feature_centroids=features.get("centroids"), feature_present=features.get("present"),
                 )
                 accelerator.backward(loss * weight)
                 optimizer.step()

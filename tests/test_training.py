@@ -241,6 +241,27 @@ def test_nearest_centroid_targets_and_feature_term_known_answer():
         UntrainingArguments(feature_loss="centroid", lambda_feature=-1.0)
 
 
+def test_prototype_term_wants_the_forget_feature_nearer_the_target_than_its_own_class():
+    """feature_loss='prototype': CE over cosine similarities to the batch centroids, label = the nearest
+    other class; a feature on its own class's centroid costs much more than one on the target's."""
+    from hf_unlearn.training import batch_centroids, prototype_forget_loss
+
+    base = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    centroids, present = batch_centroids(base, torch.tensor([0, 1, 1]), 4)
+    assert present.tolist() == [True, True, False, False] and centroids[1].tolist() == [0.0, 0.5, 0.5]
+    target = torch.tensor([1])  # a sample of class 0 should look like class 1
+    on_own = prototype_forget_loss(torch.tensor([[1.0, 0.0, 0.0]]), centroids, present, target, 0.1)
+    on_target = prototype_forget_loss(torch.tensor([[0.0, 1.0, 1.0]]), centroids, present, target, 0.1)
+    assert on_target.item() < 1e-3 and on_own.item() > 5.0
+    # no centroid for the target class in the batch: skipped
+    assert prototype_forget_loss(base[:1], centroids, present, torch.tensor([3]), 0.1).item() == 0.0
+    args = UntrainingArguments(feature_loss="prototype")
+    with pytest.raises(ValueError, match="feature_loss='prototype' needs"):
+        untraining_loss(torch.zeros(4, 4), torch.tensor([0, 1, 1, 2]), 2, [torch.ones(1)], args)
+    with pytest.raises(ValueError, match="feature_temperature"):
+        UntrainingArguments(feature_loss="prototype", feature_temperature=0.0)
+
+
 @pytest.mark.parametrize("kind", ["resnet", "vit"])
 def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
     """The loop feeds the term: with it the filtered forget features move towards the base centroids
