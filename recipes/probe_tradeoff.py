@@ -49,6 +49,10 @@ def summarize(report: dict) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="append", required=True, help="LABEL=path/to/report.json (repeat)")
+    parser.add_argument("--benchmark", default=None,
+                        help="benchmark.json of recipes/benchmark.py: adds every peer method (mean over the peer classes)")
+    parser.add_argument("--point", action="append", default=[],
+                        help="LABEL=PROBE,DROP: a peer point read from a recorded table (say where it comes from)")
     parser.add_argument("--output", required=True, help="PNG to write")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
@@ -70,6 +74,19 @@ def main(argv=None) -> dict:
         points["retrain"], kinds["retrain"] = (first["few_shot_probe/retrain"], first["retrain_drop"]), "retrain"
     for label, s in summaries.items():
         points[label], kinds[label] = (s["few_shot_probe/unlearned"], s["retain_drop"]), "wf"
+    if args.benchmark:
+        bench = json.loads(Path(args.benchmark).read_text())
+        for name, m in bench["methods"].items():
+            summ = m.get("summary_peer_classes") or {}
+            if name not in ("wf", "base", "retrain") and summ.get("few_shot_probe") is not None:
+                points[name], kinds[name] = (summ["few_shot_probe"], summ["retain_drop"]), "peer"
+    for item in args.point:
+        label, sep, xy = item.partition("=")
+        try:
+            x, y = (float(v) for v in xy.split(","))
+        except ValueError:
+            parser.error(f"--point {item!r}: expected LABEL=PROBE,DROP, e.g. neggrad=52.88,-0.31")
+        points[label], kinds[label] = (x, y), "peer"
     plot_probe_tradeoff(points, args.output, kinds=kinds, shots=shots, title=args.title)
     keys = sorted({k for s in summaries.values() for k in s if k.startswith(("cka", "relearn"))})
     header = ["setting", "FA %", "retain drop pt", f"{shots}-shot probe %"] + keys

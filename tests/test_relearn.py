@@ -100,3 +100,37 @@ def test_linear_cka_identical_rotated_unrelated_and_errors():
         linear_cka(X, np.ones((400, 3)))
     with pytest.raises(ValueError, match="at least 2 samples"):
         linear_cka(X[:1], X[:1])
+
+
+def test_probe_tradeoff_recipe_plots_settings_base_retrain_and_peers(tmp_path, capsys):
+    """recipes/probe_tradeoff.py: one point per report (mean over its rows), base and retrain from the first,
+    peers from --point; a table with the CKA/relearning columns the reports hold."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    def report(probe, drops):
+        return {"settings": {"rows": [1, 2], "few_shot_shots": 3},
+                "accuracy": {"forget_acc_per_class": [None, 0.0, 1.0], "retain_drop_per_class": [None] + drops,
+                             "base_retain_acc_per_class": [None, 90.0, 92.0]},
+                "retrain": {"retain_acc_per_class": [None, 91.0, 93.0]},
+                "few_shot_probe": {"unlearned": [None] + probe, "base": [None, 80.0, 90.0],
+                                   "retrain": [None, 40.0, 50.0]},
+                "cka_to_retrain": {"unlearned": [None, 0.6, 0.8], "base": [None, 0.4, 0.4]},
+                "relearn": {"head-5shot": {"unlearned": [None, 30.0, 50.0]}}}
+
+    for name, probe, drops in (("a", [60.0, 70.0], [0.1, 0.3]), ("b", [50.0, 52.0], [0.5, 0.7])):
+        (tmp_path / f"{name}.json").write_text(json.dumps(report(probe, drops)))
+    script = Path(__file__).resolve().parents[1] / "recipes" / "probe_tradeoff.py"
+    argv = ["probe_tradeoff.py", "--report", f"a={tmp_path / 'a.json'}", "--report", f"b={tmp_path / 'b.json'}",
+            "--point", "neggrad=52.9,-0.3", "--output", str(tmp_path / "t.png")]
+    old, sys.argv = sys.argv, argv
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    assert "| a | 0.50 | 0.20 | 65.00 | 0.40 | 0.70 | 40.00 |" in out and "3-shot probe %" in out
+    assert "base (85.0, 0.0), retrain (45.0, -1.0)" in err  # drop of the retrain = base RA - retrain RA
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
