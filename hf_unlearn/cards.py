@@ -175,6 +175,7 @@ def summarize_report(report: Optional[Mapping]) -> dict:
         "epochs": r.get("epochs"),
         "steps": r.get("steps"),
         "versions": r.get("versions") or env.get("versions"),
+        "representation": _representation(r, settings),
     }
     if out["mean_forget_acc"] is None:
         out["mean_forget_acc"] = _mean(out["forget"])
@@ -183,6 +184,43 @@ def summarize_report(report: Optional[Mapping]) -> dict:
     if out["mean_base_retain_acc"] is None:
         out["mean_base_retain_acc"] = _mean(out["base_retain"])
     return out
+
+
+def _representation(r: Mapping, settings: Mapping) -> dict:
+    """The representation tests of a suite report, by metric label: ``{label: {model: value-or-list}}``.
+
+    Labels: ``"<shots>-shot probe (%)"``, ``"linear CKA to the retrain"``, ``"relearn <mode>, <k>
+    samples/class, <steps> steps (%)"``; models ``unlearned``, ``base``, ``retrain`` where present.
+    """
+    out: dict = {}
+    shots = settings.get("few_shot_shots") or 5
+    steps = settings.get("relearn_steps")
+    blocks = [(f"{shots}-shot probe (%)", r.get("few_shot_probe")), ("linear CKA to the retrain", r.get("cka_to_retrain"))]
+    for setting, by_model in (r.get("relearn") or {}).items():
+        mode, _, k = str(setting).partition("-")
+        blocks.append((f"relearn {mode}, {k.replace('shot', '')} samples/class" + (f", {steps} steps" if steps else "")
+                       + " (%)", by_model))
+    for label, by_model in blocks:
+        if isinstance(by_model, Mapping) and by_model.get("unlearned") is not None:
+            out[label] = {m: v for m, v in by_model.items() if m in ("unlearned", "base", "retrain")}
+    return out
+
+
+def _representation_rows(summary: Mapping, class_id: Optional[int] = None) -> list[list]:
+    """Rows ``[metric, unlearned, base, retrain]``: means over the evaluated rows, or one class's values."""
+    rows = []
+    for label, by_model in (summary.get("representation") or {}).items():
+        values = []
+        for m in ("unlearned", "base", "retrain"):
+            v = by_model.get(m)
+            if isinstance(v, list):
+                v = (v[class_id] if class_id is not None and class_id < len(v) else
+                     None if class_id is not None else _mean(v))
+            values.append(_num(v))
+        if values[0] is not None:
+            digits = 3 if "CKA" in label else 2
+            rows.append([label] + [_fmt(v, digits) if v is not None else "–" for v in values])
+    return rows
 
 
 def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None) -> str:
@@ -415,6 +453,9 @@ def adapter_card(
             summary_rows.append([label, f"{summary[key]:.3f}" if key == "zrf" else summary[key]])
     if summary.get("mia_base") is not None:
         summary_rows.append(["MIA-efficacy of the base model (%)", summary["mia_base"]])
+    for label, unlearned, base, retrain in _representation_rows(summary):
+        # is the class gone from the features? read against the retrain (the oracle) and the base
+        summary_rows.append([f"{label}: unlearned / base / retrain", f"{unlearned} / {base} / {retrain}"])
 
     dataset = summary.get("dataset")
     hub_ds = hub_dataset_id(dataset)
@@ -550,6 +591,13 @@ def exported_card(
             base_fa = summary["base_forget"][ids[0]]
         rows.append(["base model", base_fa, base_ra])
     results_table = _table(["model", f"FA on {what} (%)", "RA on the other classes (%)"], rows) if rows else None
+    per_class_report = summary.get("classes") is None and summary.get("forget_acc") is None
+    # a one-set report about this set (scalars), or one class's row of a per-class report
+    rep_rows = (_representation_rows(summary, ids[0]) if per_class_report and len(ids) == 1 else
+                _representation_rows(summary) if not per_class_report and same_set else [])
+    if rep_rows:
+        rep_table = _table(["is the class gone from the features?", "this model", "base", "retrain"], rep_rows)
+        results_table = (results_table + "\n\n" if results_table else "") + rep_table
     per_class = None
     if len(ids) > 1:
         per_class = _per_class_table(summary, names, rows=ids)

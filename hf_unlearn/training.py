@@ -17,6 +17,16 @@ prediction with the set's logits masked out (the unfiltered network, one extra f
 gradients) to the filtered prediction: the filtered network is asked to behave exactly like the
 original one minus the forgotten classes, not only to keep the labels right.
 
+With ``feature_loss="centroid"`` a feature-level forget term is added (the DUCK/SCAR idea): the
+penultimate features of each forget pair (what the final classifier receives) are pulled, by cosine
+distance, to the base model's feature centroid of the class the base finds most likely outside the
+forget set, so the class leaves the representation and not only the output. The centroids are the
+base's features of the batch averaged per label (the same extra no-grad forward as ``boundary``).
+``feature_loss="prototype"`` asks for more than closeness: a cross-entropy over the cosine similarities
+(divided by ``feature_temperature``) of each forget feature to every class centroid of the batch, with
+that nearest other class as the label, so the feature must be nearer to it than to its own class's
+centroid, which is what a nearest-class-mean probe tests.
+
 With ``forget_loss="boundary"`` the forget term is instead the cross-entropy towards the class the
 *base model* finds most likely outside the forget set (Boundary Shrink's target): a forgotten sample
 must look like its nearest other class, not merely stop looking like its own.
@@ -64,6 +74,9 @@ class UntrainingArguments:
     forget_loss: str = "inverse_ce"  # inverse_ce (bounded 1/CE, the paper) | boundary (CE to the base's nearest other class)
     lambda_forget: float = 1.0
     lambda_reg: float = 0.0
+    feature_loss: str = "none"  # none | centroid (cosine pull to the base's nearest-other-class centroid) | prototype
+    lambda_feature: float = 1.0
+    feature_temperature: float = 0.1  # prototype: cosine similarities are divided by this
     inverse_ce_eps: float = 1e-2
     retain_rows: int = 1
     max_set_size: int = 2
@@ -105,6 +118,12 @@ class UntrainingArguments:
             raise ValueError(f"epochs={self.epochs}, max_steps={self.max_steps}: give epochs > 0 (or max_steps > 0).")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("batch_size and gradient_accumulation_steps must be at least 1.")
+        if self.feature_loss not in ("none", "centroid", "prototype"):
+            raise ValueError(f"Unknown feature_loss {self.feature_loss!r}: use 'none', 'centroid' or 'prototype'.")
+        if self.feature_temperature <= 0:
+            raise ValueError(f"feature_temperature must be > 0, got {self.feature_temperature}.")
+        if self.lambda_feature < 0:
+            raise ValueError(f"lambda_feature must be >= 0, got {self.lambda_feature}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,13 +209,99 @@ def _weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> tor
     return (values * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
+def nearest_centroid_targets(base_features, labels, forget_targets):
+    """Feature targets of the forget pairs: the base's batch centroid of each pair's target class.
+
+    ``base_features`` ``(B, D)`` are the unfiltered network's penultimate features of the batch,
+    ``labels`` their classes, ``forget_targets`` ``(B,)`` the class each forget pair should look like
+    (the base's most likely class outside its forget set). Returns ``(targets (B, D), valid (B,))``;
+    ``valid`` is False where the batch holds no sample of the target class (no centroid to pull to).
+
+    Example:
+        >>> t, ok = nearest_centroid_targets(torch.eye(3), torch.tensor([0, 1, 1]), torch.tensor([1, 0, 2]))
+        >>> t[0].tolist(), ok.tolist()
+        ([0.0, 0.5, 0.5], [True, True, False])
+    """
+    centroids, present = batch_centroids(base_features, labels, int(forget_targets.max()) + 1)
+    return centroids[forget_targets], present[forget_targets]
+
+
+def batch_centroids(base_features, labels, min_classes: int = 0):
+    """Per-class mean of the base's features over the batch: ``(centroids (K, D), present (K,))``.
+
+    ``K = max(labels.max() + 1, min_classes)``; a class with no sample in the batch has a zero row
+    and ``present`` False.
+    """
+    feats = base_features.detach().float()
+    num = max(int(labels.max()) + 1, int(min_classes))
+    sums = feats.new_zeros(num, feats.shape[1]).index_add_(0, labels, feats)
+    counts = torch.bincount(labels, minlength=num).to(feats.dtype)
+    return sums / counts.clamp(min=1)[:, None], counts > 0
+
+
+def prototype_forget_loss(features, centroids, present, forget_targets, temperature: float):
+    """Cross-entropy of cosine-similarity logits to the batch's class centroids, target = the nearest other class.
+
+    Pairs whose target class has no centroid in the batch are skipped (0 when none is left).
+
+    Example:
+        >>> c = torch.eye(2)
+        >>> prototype_forget_loss(torch.tensor([[0.0, 1.0]]), c, torch.tensor([True, True]), torch.tensor([1]), 0.1) < 1e-3
+        tensor(True)
+    """
+    valid = present[forget_targets]
+    if not bool(valid.any()):
+        return features.new_zeros(()).float()
+    sims = F.normalize(features[valid].float(), dim=-1) @ F.normalize(centroids.float(), dim=-1).T
+    logits = (sims / temperature).masked_fill(~present[None, :], float("-inf"))
+    return F.cross_entropy(logits, forget_targets[valid])
+
+
+def feature_forget_loss(features, target_features, valid):
+    """Mean cosine distance ``1 - cos(f_i, t_i)`` over the valid forget pairs (0 when none is valid)."""
+    if not bool(valid.any()):
+        return features.new_zeros(()).float()
+    cos = F.cosine_similarity(features[valid].float(), target_features[valid].float(), dim=-1)
+    return (1.0 - cos).mean()
+
+
+class capture_features:
+    """Context manager: the inputs of ``model``'s final classifier layer (penultimate features), WITH grad.
+
+    ``with capture_features(model) as store: model(...)`` leaves ``store[-1]`` = ``(B, D)`` features.
+    """
+
+    def __init__(self, model):
+        from .evaluation.suite import classifier_module
+
+        self.module = classifier_module(model)
+        self.store: list = []
+
+    def __enter__(self):
+        def hook(_module, args, kwargs):
+            x = args[0] if args else next(iter(kwargs.values()))
+            self.store.append(x.flatten(1))
+
+        self.handle = self.module.register_forward_pre_hook(hook, with_kwargs=True)
+        return self.store
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+        return False
+
+
 def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArguments, teacher_log_probs=None,
-                    forget_targets=None, forget_weights=None):
+                    forget_targets=None, forget_features=None, feature_targets=None, feature_valid=None,
+                    feature_centroids=None, feature_present=None, forget_weights=None):
     """The untraining objective on the expanded batch; returns ``(loss, parts)``.
 
     ``teacher_log_probs`` (retain rows only, from :func:`masked_teacher_log_probs`) is needed with
     ``args.retain_loss == "kd"``; ``forget_targets`` (forget rows only: the base's most likely class
-    outside each row's set) with ``args.forget_loss == "boundary"``. ``forget_weights`` (forget rows
+    outside each row's set) with ``args.forget_loss == "boundary"``; ``forget_features`` (the filtered
+    network's penultimate features of the forget rows) with ``feature_targets``/``feature_valid``
+    (from :func:`nearest_centroid_targets`) with ``args.feature_loss == "centroid"``; with
+    ``"prototype"``, ``feature_targets`` are the target CLASS ids and ``feature_centroids``/``feature_present``
+    come from :func:`batch_centroids`; ``forget_weights`` (forget rows
     only, optional) weights the forget term per sample (class balancing).
     """
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
@@ -222,7 +327,28 @@ def untraining_loss(logits, targets, batch, filter_values, args: UntrainingArgum
     reg = torch.stack([(1 - v).mean() for v in filter_values]).mean() if args.lambda_reg else logits.new_zeros(())
     loss = args.lambda_retain * retain_term + args.lambda_forget * forget_term + args.lambda_reg * reg
     parts = {"retain_ce": retain_term.detach(), "forget_ce": forget_ce.mean().detach(), "reg": reg.detach()}
+    if args.feature_loss == "centroid":
+        if forget_features is None or feature_targets is None or feature_valid is None:
+            raise ValueError("feature_loss='centroid' needs the forget rows' features and their centroid targets.")
+        feature_term = feature_forget_loss(forget_features, feature_targets, feature_valid)
+        loss = loss + args.lambda_feature * feature_term
+        parts["feature"] = feature_term.detach()
+    elif args.feature_loss == "prototype":
+        if forget_features is None or feature_targets is None or feature_centroids is None or feature_present is None:
+            raise ValueError("feature_loss='prototype' needs the forget rows' features, their target classes and the "
+                             "batch centroids.")
+        feature_term = prototype_forget_loss(forget_features, feature_centroids, feature_present, feature_targets,
+                                             args.feature_temperature)
+        loss = loss + args.lambda_feature * feature_term
+        parts["feature"] = feature_term.detach()
     return loss, parts
+
+
+def _maybe_features(model, on: bool):
+    """:class:`capture_features` when the feature term needs them, else a no-op context."""
+    import contextlib
+
+    return capture_features(model) if on else contextlib.nullcontext([])
 
 
 def _make_optimizer(params, args: UntrainingArguments):
@@ -410,21 +536,37 @@ def untrain(
             pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), num_classes, args, gen)
             pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
             teacher = forget_targets = None
-            if args.retain_loss == "kd" or args.forget_loss == "boundary":
+            features = {}
+            use_features = args.feature_loss != "none"
+            if args.retain_loss == "kd" or args.forget_loss == "boundary" or use_features:
                 b = labels.shape[0]
-                with torch.no_grad():  # the original network: no row selected
+                with torch.no_grad(), _maybe_features(accelerator.unwrap_model(model), use_features) as store:
+                    # the original network: no row selected
                     base_logits = accelerator.unwrap_model(model)(pixel_values=pixels[:b]).logits
+                if use_features:
+                    nearest = masked_teacher_log_probs(base_logits, selection[:b]).argmax(-1)
+                    if args.feature_loss == "prototype":
+                        features["centroids"], features["present"] = batch_centroids(store[-1], targets[:b],
+                                                                                     num_classes)
+                        features["target"] = nearest
+                    else:
+                        features["target"], features["valid"] = nearest_centroid_targets(store[-1], targets[:b],
+                                                                                          nearest)
                 if args.retain_loss == "kd":
                     teacher = masked_teacher_log_probs(base_logits.repeat(args.retain_rows, 1), selection[b:],
                                                        args.kd_temperature)
                 if args.forget_loss == "boundary":
                     forget_targets = masked_teacher_log_probs(base_logits, selection[:b]).argmax(-1)
             with accelerator.accumulate(model):
-                logits = model(pixel_values=pixels, forget=selection).logits
+                with _maybe_features(accelerator.unwrap_model(model), use_features) as store:
+                    logits = model(pixel_values=pixels, forget=selection).logits
                 loss, parts = untraining_loss(
                     logits, targets, labels.shape[0], _filter_values(accelerator.unwrap_model(model)), args,
                     teacher_log_probs=teacher, forget_targets=forget_targets,
                     forget_weights=None if forget_class_weights is None else forget_class_weights[labels.cpu()],
+                    forget_features=store[-1][: labels.shape[0]] if use_features else None,
+                    feature_targets=features.get("target"), feature_valid=features.get("valid"),
+                    feature_centroids=features.get("centroids"), feature_present=features.get("present"),
                 )
                 accelerator.backward(loss * weight)
                 optimizer.step()

@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max_mia_samples", type=int, default=None)
     e.add_argument("--max_probe_samples", type=int, default=10_000)
     e.add_argument("--eval_batch_size", type=int, default=256)
+    e.add_argument("--few_shot_shots", type=int, default=5, help="few-shot probe: labelled samples per class")
+    e.add_argument("--relearn_shots", type=int, nargs="*", default=[],
+                   help="k-shot relearning budgets (samples per class), e.g. 1 5 25; none = skip")
+    e.add_argument("--relearn_steps", type=int, default=30, help="k-shot relearning: optimiser steps")
+    e.add_argument("--relearn_modes", nargs="+", default=["head", "full"], choices=["head", "full"])
     e.add_argument("--latency_batch", type=int, default=64)
     e.add_argument("--latency_repeats", type=int, default=20)
     e.add_argument("--save_models", action="store_true", help="save every peer model under <output_dir>/models/")
@@ -291,13 +296,32 @@ def tune_peer(name, base, x_fit, y_fit, x_val, y_val, cls, args, device, fixed: 
             "budget_trials": len(trials), "search_space": space, "fixed": fixed}
 
 
-def evaluate(model, train_eval, test, processor, forget, args, **kwargs) -> dict:
+def representation_kwargs(args, retrain_models: dict, classes) -> dict:
+    """The evaluation options of the representation tests: shots, relearning, and the retrain references
+    of ``classes`` (for CKA and the relearning oracle) when they are loaded."""
+    refs = {c: retrain_models[c] for c in classes if c in retrain_models}
+    return {"few_shot_shots": args.few_shot_shots, "relearn_shots": args.relearn_shots,
+            "relearn_steps": args.relearn_steps, "relearn_modes": args.relearn_modes,
+            **({"retrain_dirs": refs} if refs else {})}
+
+
+def evaluate(model, train_eval, test, processor, forget, args, retrain_models=None, **kwargs) -> dict:
     from hf_unlearn.evaluation import evaluate_unlearning
 
     return evaluate_unlearning(model, train_eval, test, forget=forget, image_processor=processor, seed=args.seed,
                                progress=False, batch_size=args.eval_batch_size,
                                max_mia_samples=args.max_mia_samples, max_probe_samples=args.max_probe_samples,
-                               **kwargs)
+                               **representation_kwargs(args, retrain_models or {}, forget), **kwargs)
+
+
+def representation_values(report: dict, pick) -> dict:
+    """CKA to the retrain and k-shot relearning results of the unlearned model (``pick`` selects the class)."""
+    out = {}
+    if report.get("cka_to_retrain", {}).get("unlearned") is not None:
+        out["cka_to_retrain"] = pick(report["cka_to_retrain"]["unlearned"])
+    for setting, by_model in (report.get("relearn") or {}).items():
+        out[f"relearn_{setting}"] = pick(by_model["unlearned"])
+    return out
 
 
 def row_from_set_report(report: dict) -> dict:
@@ -309,6 +333,7 @@ def row_from_set_report(report: dict) -> dict:
         "mia_efficacy": report["mia_efficacy"]["unlearned"], "zrf": report["zrf"]["unlearned"],
         "probe": report["probe"]["unlearned"], "probe_auc": report["probe_auc"]["unlearned"],
         "few_shot_probe": report["few_shot_probe"]["unlearned"],
+        **representation_values(report, lambda v: v),
     }
 
 
@@ -326,7 +351,8 @@ def rows_from_adapter_report(report: dict, classes, counts) -> dict:
         out[c] = {"forget_acc": fa, "retain_acc": ra, "test_acc": test_acc,
                   "mia_efficacy": report["mia_efficacy"]["unlearned"][c], "zrf": report["zrf"]["unlearned"][c],
                   "probe": report["probe"]["unlearned"][c], "probe_auc": report["probe_auc"]["unlearned"][c],
-                  "few_shot_probe": report["few_shot_probe"]["unlearned"][c]}
+                  "few_shot_probe": report["few_shot_probe"]["unlearned"][c],
+                  **representation_values(report, lambda v, c=c: v[c])}
     return out
 
 
@@ -356,7 +382,8 @@ def summarize(per_class: dict, base_rows: dict, classes) -> dict:
     if not classes:
         return {}
     keys = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy", "zrf", "probe", "probe_auc", "few_shot_probe")
-    out = {k: _mean(per_class[c].get(k) for c in classes) for k in keys}
+    extra = sorted({k for c in classes for k in per_class[c] if k == "cka_to_retrain" or k.startswith("relearn_")})
+    out = {k: _mean(per_class[c].get(k) for c in classes) for k in keys + tuple(extra)}
     drops = [base_rows[c]["retain_acc"] - per_class[c]["retain_acc"] for c in classes if c in base_rows]
     out["retain_drop"] = _mean(drops)
     out["classes"] = list(classes)
@@ -402,8 +429,14 @@ def markdown(result: dict) -> str:
     lines.append(f"Machine: {s['machine']}; torch threads {s['torch_threads']}; device {s['device']}; seed {s['seed']}. "
                  f"Peer classes: {', '.join(f'{c} ({names[c]})' for c in s['peer_classes'])}.")
     lines.append("")
+    shots = s.get("few_shot_shots", 5)
+    extra = sorted({k for m in result["methods"].values() for key in ("summary_peer_classes", "summary_all")
+                    for k in (m.get(key) or {}) if k == "cka_to_retrain" or k.startswith("relearn_")})
+    extra_titles = [("CKA to retrain" if k == "cka_to_retrain" else
+                     "relearn " + k[len("relearn_"):].replace("-", " ").replace("shot", "-shot") + " %") for k in extra]
     header = ["method", "classes", "FA %", "RA %", "RA drop pt", "test acc %", "MIA-eff. %", "ZRF",
-              "probe bal. acc %", "5-shot probe %", "s to forget 1 class", f"s to serve all {n}", f"storage for all {n}",
+              "probe bal. acc %", f"{shots}-shot probe %"] + extra_titles + [
+              "s to forget 1 class", f"s to serve all {n}", f"storage for all {n}",
               f"ms / request ({s['latency_batch']})"]
 
     def table(key, title):
@@ -417,6 +450,7 @@ def markdown(result: dict) -> str:
                 name, str(len(summ["classes"])), _fmt(summ["forget_acc"]), _fmt(summ["retain_acc"]),
                 _fmt(summ.get("retain_drop")), _fmt(summ["test_acc"]), _fmt(summ["mia_efficacy"]),
                 _fmt(summ["zrf"], 3), _fmt(summ["probe"]), _fmt(summ.get("few_shot_probe")),
+                *[_fmt(summ.get(k), 3 if k == "cka_to_retrain" else 2) for k in extra],
                 _seconds(cost.get("seconds_one_class")),
                 _seconds(cost.get("seconds_all_classes"), cost.get("all_classes_extrapolated", False)),
                 _bytes(cost.get("storage_bytes_all_classes")), _fmt(cost.get("latency_ms")),
@@ -477,6 +511,22 @@ def scatter(result: dict, path: Path) -> None:
     with open(tmp, "wb") as fh:
         fig.savefig(fh, format="png", bbox_inches="tight")
     os.replace(tmp, path)
+
+
+def tradeoff(result: dict, path: Path) -> None:
+    """Few-shot probe (x) vs retain drop (y) over the peer classes, one point per method (issue 12)."""
+    from hf_unlearn.evaluation.plots import plot_probe_tradeoff
+
+    points = {}
+    for name, m in result["methods"].items():
+        summ = m.get("summary_peer_classes") or {}
+        x = summ.get("few_shot_probe")
+        y = 0.0 if name == "base" else summ.get("retain_drop")
+        if x is not None and y is not None:
+            points[name] = (x, y)
+    if points:
+        plot_probe_tradeoff(points, path, shots=result["settings"].get("few_shot_shots", 5),
+                            title=f"{result['settings']['dataset']}: mean over the peer classes")
 
 
 def _write(path: Path, text: str) -> None:
@@ -571,19 +621,6 @@ def run(args: argparse.Namespace) -> dict:
         },
     }
 
-    # ---- base reference rows (FA/RA/MIA/ZRF/probe of the unmodified model, per class)
-    base_rows = {}
-    for c in eval_classes:
-        base_rows[c] = row_from_set_report(evaluate(base, train_eval, test, processor, [c], args))
-    result["methods"]["base"] = {"per_class": base_rows, "hparams": None,
-                                 "summary_all": summarize(base_rows, base_rows, eval_classes),
-                                 "summary_peer_classes": summarize(base_rows, base_rows, peer_classes),
-                                 "cost": {"seconds_one_class": None, "seconds_all_classes": None,
-                                          "storage_bytes_all_classes": param_bytes(base)},
-                                 "note": "the unmodified model, for reference (nothing forgotten)."}
-    log(f"[base] test accuracy {result['base']['test_accuracy_pct']}%")
-    latency_models: dict[str, Any] = {"base": base}
-
     # ---- tuning on a validation split carved from train
     tuned: dict[str, dict] = {}
     if args.tune:
@@ -602,6 +639,8 @@ def run(args: argparse.Namespace) -> dict:
         result["tuning_note"] = ("each peer: the same number of configurations, scored on a stratified validation "
                                  "split carved from train that the unlearning run never sees; WF's hyperparameters "
                                  "come from its own search recorded in recipes/README.md.")
+
+    latency_models: dict[str, Any] = {"base": base}
 
     # ---- retrain references (models on disk, reused when present)
     retrain_root = Path(args.retrain_root) if args.retrain_root else out / "retrain"
@@ -635,6 +674,20 @@ def run(args: argparse.Namespace) -> dict:
         result["methods"]["retrain"] = {"per_class": per_class, "hparams": {"recipe": str(base_dir)},
                                         "root": str(retrain_root), "_seconds": seconds}
 
+    # ---- base reference rows (FA/RA/MIA/ZRF/probes of the unmodified model, per class; after the retrain
+    # references, so that CKA and relearning read as gaps to them)
+    base_rows = {}
+    for c in eval_classes:
+        base_rows[c] = row_from_set_report(evaluate(base, train_eval, test, processor, [c], args, retrain_models))
+    result["methods"]["base"] = {"per_class": base_rows, "hparams": None,
+                                 "summary_all": summarize(base_rows, base_rows, eval_classes),
+                                 "summary_peer_classes": summarize(base_rows, base_rows, peer_classes),
+                                 "cost": {"seconds_one_class": None, "seconds_all_classes": None,
+                                          "storage_bytes_all_classes": param_bytes(base)},
+                                 "note": "the unmodified model, for reference (nothing forgotten)."}
+    log(f"[base] test accuracy {result['base']['test_accuracy_pct']}%")
+    result["methods"] = {"base": result["methods"].pop("base"), **result["methods"]}  # base first in the tables
+
     # ---- WF: one round for every class
     adapter = None
     if "wf" in methods:
@@ -644,7 +697,8 @@ def run(args: argparse.Namespace) -> dict:
 
         report = evaluate_unlearning(adapter, train_eval, test, rows=classes_of["wf"], image_processor=processor,
                                      seed=args.seed, progress=False, batch_size=args.eval_batch_size,
-                                     max_mia_samples=args.max_mia_samples, max_probe_samples=args.max_probe_samples)
+                                     max_mia_samples=args.max_mia_samples, max_probe_samples=args.max_probe_samples,
+                                     **representation_kwargs(args, retrain_models, classes_of["wf"]))
         test_counts = np.bincount(np.asarray(test.dataset[test.label_column]), minlength=n).tolist()
         per_class = rows_from_adapter_report(report, classes_of["wf"], test_counts)
         filter_bytes = sum(p.numel() * p.element_size() for name, p in adapter.model.named_parameters()
@@ -672,7 +726,7 @@ def run(args: argparse.Namespace) -> dict:
             r = method.unlearn(base, [c], retain_loader, forget_loader, hparams=hp, seed=args.seed, device=device)
             seconds[c] = r.seconds
             infos[c] = json.loads(json.dumps(r.info, default=str))
-            row = row_from_set_report(evaluate(r.model, train_eval, test, processor, [c], args))
+            row = row_from_set_report(evaluate(r.model, train_eval, test, processor, [c], args, retrain_models))
             per_class[c] = {**row, "seconds": r.seconds}
             if args.save_models:
                 r.model.save_pretrained(str(out / "models" / name / retrain_folder_name(c)))
@@ -738,6 +792,7 @@ def run(args: argparse.Namespace) -> dict:
     _write(out / "benchmark.json", json.dumps(to_jsonable(result), indent=2, default=str) + "\n")
     _write(out / "benchmark.md", markdown(result))
     scatter(result, out / "benchmark.png")
+    tradeoff(result, out / "tradeoff.png")
     log(markdown(result).split("## Notes")[0])
     log(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}, {out / 'benchmark.png'} "
         f"({result['total_wall_time_s']:.1f} s in all)")

@@ -132,7 +132,7 @@ def test_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "recipes/benchmark.py", "--smoke", "--tune", "--tune_trials", "2",
-                           "--num_threads", "1",
+                           "--num_threads", "1", "--relearn_shots", "2", "--relearn_steps", "3", "--relearn_modes", "head",
                            "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     result = json.loads((out / "benchmark.json").read_text())
@@ -163,3 +163,12 @@ def test_benchmark_smoke(tmp_path):
     table = (out / "benchmark.md").read_text()
     assert "| wf |" in table and "| svd_projection |" in table and "(extrap.)" in table and "5-shot probe" in table
     assert (out / "benchmark.png").stat().st_size > 5000
+    # the representation tests read as gaps to the retrain: CKA (base, peers, WF) and k-shot relearning
+    for name in ("base", "wf", "logit_mask"):
+        summary = methods[name]["summary_peer_classes"]
+        assert 0.0 <= summary["cka_to_retrain"] <= 1.0 and summary["relearn_head-2shot"] is not None, name
+    assert methods["logit_mask"]["summary_peer_classes"]["cka_to_retrain"] == pytest.approx(
+        methods["base"]["summary_peer_classes"]["cka_to_retrain"])  # the control's features are the base's
+    assert methods["retrain"]["summary_peer_classes"]["relearn_head-2shot"] is not None
+    assert "CKA to retrain" in table and "relearn head 2-shot %" in table
+    assert (out / "tradeoff.png").stat().st_size > 5000

@@ -279,6 +279,49 @@ def test_logit_masking_is_exposed_by_the_few_shot_probe(retrained, digits_base):
     assert report["settings"]["few_shot_shots"] == 5 and report["settings"]["few_shot_draws"] == 10
 
 
+def test_cka_and_relearning_read_as_gaps_to_the_retrain(retrained, digits_base, tmp_path):
+    """Logit masking again: CKA to the retrain is exactly the base's (same features). Under the same k-shot
+    budget the class comes back in the base far faster than in the retrain; the masked model's -1e4 bias
+    resists a small head budget, which is why relearning is read next to the probe, never alone."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from hf_unlearn.baselines import get_baseline
+    from hf_unlearn.evaluation.report import write_report
+
+    root, _, _ = retrained
+    base_dir, _ = digits_base
+    base = AutoModelForImageClassification.from_pretrained(base_dir)
+    masked = get_baseline("logit_mask").unlearn(base, [FORGET]).model
+    report = evaluate_unlearning(masked, digits("train"), digits("test"), base_model=str(base_dir),
+                                 retrain_dirs={FORGET: str(root / f"class-{FORGET}")}, few_shot_shots=3,
+                                 relearn_shots=[1, 5], relearn_steps=20, relearn_modes=["head"],
+                                 image_processor=AutoImageProcessor.from_pretrained(base_dir), progress=False)
+    cka = report["cka_to_retrain"]
+    assert cka["unlearned"] == pytest.approx(cka["base"]) and 0.0 < cka["base"] < 0.99
+    head5 = report["relearn"]["head-5shot"]
+    assert set(head5) == {"unlearned", "base", "retrain"} and set(report["relearn"]) == {"head-1shot", "head-5shot"}
+    assert head5["base"] > head5["retrain"] + 15, head5  # features that hold the class give it back at once
+    assert head5["unlearned"] < head5["retrain"], head5  # a -1e4 bias is out of reach of 20 Adam steps
+    assert report["settings"]["relearn_shots"] == [1, 5] and report["settings"]["few_shot_shots"] == 3
+    assert "from `shots` (3)" in report["definitions"]["few-shot probe"]
+    _, md = write_report(report, tmp_path / "eval")
+    text = md.read_text()
+    assert "3-shot probe (%)" in text and "Linear CKA to the retrain" in text
+    assert "k-shot relearning, head fine-tune, 5 samples per class, 20 steps" in text
+
+
+def test_relearning_an_adapter_row_uses_the_exported_model():
+    """Adapter rows: the unlearned model that is fine-tuned is the row exported (no adapter to switch off)."""
+    adapter = hand_built_adapter()
+    train, test = subsample(digits("train"), 400, seed=0), digits("test")
+    report = evaluate_unlearning(adapter, train, test, rows=[2], relearn_shots=[2], relearn_steps=3,
+                                 relearn_modes=["full"], relearn_max_test=100, progress=False)
+    values = report["relearn"]["full-2shot"]
+    assert set(values) == {"unlearned", "base"} and values["unlearned"][2] is not None
+    assert values["unlearned"][0] is None  # only the requested row
+    assert "cka_to_retrain" not in report  # no retrain reference, no CKA
+
+
 def test_evaluate_recipe_writes_report_and_plots(retrained, digits_base, tmp_path):
     from transformers import AutoModelForImageClassification
 
@@ -407,6 +450,13 @@ def test_bad_inputs_raise_clear_errors():
         evaluate_unlearning(adapter, train, test, forget="eleven", progress=False)
     with pytest.raises(ValueError, match="keep all N outputs"):
         evaluate_unlearning(adapter, train, test, rows=[1], retrain_dirs={1: build("resnet")}, progress=False)
+    with pytest.raises(ValueError, match=r"No retrain reference for \[\[2\]\].*recipes/retrain.py"):
+        evaluate_unlearning(adapter, train, test, rows=[1, 2], retrain_dirs={1: "unused"}, require_retrain=True,
+                            progress=False)
+    with pytest.raises(ValueError, match="shots=100000 samples per class"):
+        evaluate_unlearning(adapter, train, test, rows=[1], relearn_shots=[100_000], progress=False)
+    with pytest.raises(ValueError, match="budget of 0 steps"):
+        evaluate_unlearning(adapter, train, test, rows=[1], relearn_shots=[5], relearn_steps=0, progress=False)
 
 
 def test_retrain_command_line_units_folders_and_resume(retrained, digits_base, tmp_path):

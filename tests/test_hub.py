@@ -471,6 +471,27 @@ def test_cards_read_the_evaluation_suite_reports():
     assert "| retrained without them (reference) | 0.00 | 84.00 |" in card.content
 
 
+def test_cards_show_the_representation_tests_against_base_and_retrain():
+    """Issue 12: the few-shot probe (with its real shot count), CKA and k-shot relearning reach the cards."""
+    rows = {
+        "dataset": "fashion_mnist", "split": "test", "class_names": CLASSES,
+        "accuracy": {"method": "exact", "mean_forget_acc": 2.0, "mean_retain_acc": 85.0,
+                     "forget_acc_per_class": [1.0, 2.0, 3.0, 2.0], "retain_acc_per_class": [84.0, 86.0, 85.0, 85.0]},
+        "few_shot_probe": {"unlearned": [None, 60.0, 70.0, None], "base": [None, 90.0, 80.0, None],
+                           "retrain": [None, 50.0, 40.0, None]},
+        "cka_to_retrain": {"unlearned": [None, 0.8, 0.6, None], "base": [None, 0.5, 0.4, None]},
+        "relearn": {"head-5shot": {"unlearned": [None, 30.0, 10.0, None], "retrain": [None, 20.0, 10.0, None]}},
+        "settings": {"few_shot_shots": 3, "relearn_steps": 30},
+    }
+    text = adapter_card(make_adapter(1), rows).content
+    assert "| 3-shot probe (%): unlearned / base / retrain | 65.00 / 85.00 / 45.00 |" in text
+    assert "| linear CKA to the retrain: unlearned / base / retrain | 0.700 / 0.450 / – |" in text
+    assert "relearn head, 5 samples/class, 30 steps (%): unlearned / base / retrain | 20.00 / – / 15.00 |" in text
+    card = exported_card(make_adapter(1).export(forget="bee"), report=rows).content  # bee = row 1
+    assert "| 3-shot probe (%) | 60.00 | 90.00 | 50.00 |" in card
+    assert "| linear CKA to the retrain | 0.800 | 0.500 | – |" in card
+
+
 def test_report_loading_from_files_and_folders(tmp_path):
     (tmp_path / "untraining_metrics.json").write_text(json.dumps(METRICS))
     assert load_report(tmp_path)["seed"] == 3

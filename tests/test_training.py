@@ -206,3 +206,88 @@ def test_killed_two_process_run_resumes_to_the_same_filters(digits_base, tmp_pat
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
     metrics = json.loads((tmp_path / "resumed" / "untraining_metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["steps"] == 16
+
+
+# ------------------------------------------------------------------------- feature-level forget term
+
+
+def test_nearest_centroid_targets_and_feature_term_known_answer():
+    """feature_loss='centroid': a forget pair's target is the base's batch centroid of its nearest other
+    class; features already there cost 0, features orthogonal to it cost 1, pairs with no centroid skip."""
+    from hf_unlearn.training import feature_forget_loss, nearest_centroid_targets
+
+    base = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 4.0], [3.0, 3.0]])
+    labels = torch.tensor([0, 1, 1, 2])
+    targets, valid = nearest_centroid_targets(base, labels, torch.tensor([1, 0, 3, 1]))
+    assert targets[0].tolist() == [0.0, 3.0] and targets[1].tolist() == [1.0, 0.0]
+    assert valid.tolist() == [True, True, False, True]  # no sample of class 3 in the batch
+    on_target = feature_forget_loss(targets * 2.0, targets, valid)  # cosine ignores the scale
+    orthogonal = feature_forget_loss(torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [1.0, 0.0]]), targets, valid)
+    assert on_target.item() == pytest.approx(0.0, abs=1e-6)
+    assert orthogonal.item() == pytest.approx(1.0, abs=1e-6)
+    assert feature_forget_loss(targets, targets, torch.zeros(4, dtype=torch.bool)).item() == 0.0
+
+    args = UntrainingArguments(feature_loss="centroid", lambda_feature=2.0)
+    logits, y = torch.zeros(8, 4), torch.tensor([0, 1, 1, 2, 1, 0, 0, 1])
+    plain, _ = untraining_loss(logits, y, 4, [torch.ones(1)], UntrainingArguments())
+    loss, parts = untraining_loss(logits, y, 4, [torch.ones(1)], args, forget_features=torch.tensor(
+        [[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [1.0, 0.0]]), feature_targets=targets, feature_valid=valid)
+    assert torch.allclose(loss, plain + 2.0 * orthogonal) and "feature" in parts
+    with pytest.raises(ValueError, match="feature_loss='centroid' needs"):
+        untraining_loss(logits, y, 4, [torch.ones(1)], args)
+    with pytest.raises(ValueError, match="Unknown feature_loss"):
+        UntrainingArguments(feature_loss="collapse")
+    with pytest.raises(ValueError, match="lambda_feature"):
+        UntrainingArguments(feature_loss="centroid", lambda_feature=-1.0)
+
+
+def test_prototype_term_wants_the_forget_feature_nearer_the_target_than_its_own_class():
+    """feature_loss='prototype': CE over cosine similarities to the batch centroids, label = the nearest
+    other class; a feature on its own class's centroid costs much more than one on the target's."""
+    from hf_unlearn.training import batch_centroids, prototype_forget_loss
+
+    base = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    centroids, present = batch_centroids(base, torch.tensor([0, 1, 1]), 4)
+    assert present.tolist() == [True, True, False, False] and centroids[1].tolist() == [0.0, 0.5, 0.5]
+    target = torch.tensor([1])  # a sample of class 0 should look like class 1
+    on_own = prototype_forget_loss(torch.tensor([[1.0, 0.0, 0.0]]), centroids, present, target, 0.1)
+    on_target = prototype_forget_loss(torch.tensor([[0.0, 1.0, 1.0]]), centroids, present, target, 0.1)
+    assert on_target.item() < 1e-3 and on_own.item() > 5.0
+    # no centroid for the target class in the batch: skipped
+    assert prototype_forget_loss(base[:1], centroids, present, torch.tensor([3]), 0.1).item() == 0.0
+    args = UntrainingArguments(feature_loss="prototype")
+    with pytest.raises(ValueError, match="feature_loss='prototype' needs"):
+        untraining_loss(torch.zeros(4, 4), torch.tensor([0, 1, 1, 2]), 2, [torch.ones(1)], args)
+    with pytest.raises(ValueError, match="feature_temperature"):
+        UntrainingArguments(feature_loss="prototype", feature_temperature=0.0)
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vit"])
+def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
+    """The loop feeds the term: with it the filtered forget features move towards the base centroids
+    (the measured distance falls), and the summary logs it."""
+    from tiny_models import build
+
+    from hf_unlearn.evaluation.suite import penultimate_features
+    from hf_unlearn.training import feature_forget_loss, nearest_centroid_targets
+
+    torch.manual_seed(0)
+    pixels, labels = torch.randn(64, 3, 8, 8), torch.arange(64) % 4
+    loader = torch.utils.data.DataLoader([{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)],
+                                         batch_size=64)
+    adapter = UnlearnAdapter.attach(build(kind))
+
+    def distance():
+        base = penultimate_features(adapter, pixels)
+        logits = adapter.model(pixel_values=pixels).logits.detach()
+        nearest = masked_teacher_log_probs(logits, labels[:, None]).argmax(-1)
+        t, ok = nearest_centroid_targets(base, labels, nearest)
+        return feature_forget_loss(penultimate_features(adapter, pixels, forget=labels[:, None]), t, ok).item()
+
+    before = distance()
+    summary = untrain(adapter, loader, UntrainingArguments(
+        max_steps=15, learning_rate=0.2, feature_loss="centroid", lambda_feature=5.0, set_prob=0.0,
+        max_set_size=1, lambda_forget=0.0, log_every=5, progress=False))
+    assert "feature" in summary["history"][-1]
+    after = distance()
+    assert before > 0 and after < 0.7 * before, (before, after)

@@ -28,6 +28,7 @@ from .metrics import (
     accuracy_matrix,
     class_counts,
     few_shot_probe_accuracy,
+    linear_cka,
     linear_probe_accuracy,
     mia_efficacy,
     per_class_accuracy,
@@ -38,7 +39,8 @@ from .metrics import (
     true_label_confidence,
     zrf_score,
 )
-from .plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain
+from .plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain, plot_probe_tradeoff
+from .relearn import kshot_relearn
 from .report import environment_info, write_report
 from .suite import (
     DEFINITIONS,
@@ -65,6 +67,8 @@ __all__ = [
     "evaluate_unlearning",
     "few_shot_probe_accuracy",
     "filter_sparsity",
+    "kshot_relearn",
+    "linear_cka",
     "linear_probe_accuracy",
     "load_metric",
     "metric_path",
@@ -74,6 +78,7 @@ __all__ = [
     "plot_accuracy_matrix",
     "plot_filter_sparsity",
     "plot_forget_retain",
+    "plot_probe_tradeoff",
     "random_reference_model",
     "sample_retain_pairs",
     "sampled_retain_estimate",

@@ -22,6 +22,9 @@ ZRF
     between the model and a randomly initialised copy on the forget samples.
 linear probe
     Can a linear classifier on penultimate features still tell class c apart?
+linear CKA
+    Centred kernel alignment of two feature sets on the same samples (1 = same up to rotation and
+    scale, ~0 = unrelated); read as the gap to the retrained model.
 
 Only numpy is imported at module level; scikit-learn is imported inside the functions that need
 it, so ``import hf_unlearn.evaluation`` stays cheap.
@@ -41,6 +44,7 @@ __all__ = [
     "accuracy_matrix",
     "class_counts",
     "few_shot_probe_accuracy",
+    "linear_cka",
     "linear_probe_accuracy",
     "mia_efficacy",
     "per_class_accuracy",
@@ -914,3 +918,47 @@ def few_shot_probe_accuracy(
         "draws": int(draws),
         "n_test": int(scored.sum()),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# representation similarity
+# --------------------------------------------------------------------------------------------
+
+
+def linear_cka(features_a: Any, features_b: Any) -> float:
+    """Linear centred kernel alignment (Kornblith et al., ICML 2019) of two feature sets.
+
+    ``features_a`` ``(n, d1)`` and ``features_b`` ``(n, d2)`` are two models' features of the SAME
+    ``n`` samples, in the same order (the widths may differ). With column-centred ``X`` and ``Y``::
+
+        CKA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)
+
+    It lies in [0, 1]; it is 1 for features equal up to an orthogonal transform and an isotropic
+    scale, and near 0 for unrelated ones (about ``d / n`` for independent random features). The suite
+    reports it on the forgotten class's test samples against the model retrained without the class
+    ("Are We Truly Forgetting?", arXiv 2503.06991): the unlearned model's CKA to the retrain next to
+    the base's; closer to 1 than the base = the class's representation moved towards the oracle's.
+
+    Example:
+        >>> X = np.random.default_rng(0).normal(size=(50, 4))
+        >>> round(linear_cka(X, 3 * X @ np.linalg.qr(np.ones((4, 4)) + np.eye(4))[0]), 6)
+        1.0
+    """
+    X = _floats(features_a, "features_a", ndim=2)
+    Y = _floats(features_b, "features_b", ndim=2)
+    _same_length(features_a=X, features_b=Y)
+    if len(X) < 2:
+        raise ValueError(f"linear_cka needs at least 2 samples, got {len(X)}.")
+    X = X - X.mean(0, keepdims=True)
+    Y = Y - Y.mean(0, keepdims=True)
+    # Work with the n x n Gram matrices when n is small, the d x d ones otherwise: same value.
+    if len(X) <= max(X.shape[1], Y.shape[1]):
+        K, L = X @ X.T, Y @ Y.T
+        cross, norm_x, norm_y = float((K * L).sum()), float(np.linalg.norm(K)), float(np.linalg.norm(L))
+    else:
+        cross = float(np.linalg.norm(Y.T @ X) ** 2)
+        norm_x, norm_y = float(np.linalg.norm(X.T @ X)), float(np.linalg.norm(Y.T @ Y))
+    if norm_x == 0.0 or norm_y == 0.0:
+        which = "features_a" if norm_x == 0.0 else "features_b"
+        raise ValueError(f"`{which}` is constant over the samples: CKA is undefined (a collapsed feature set?).")
+    return float(min(1.0, max(0.0, cross / (norm_x * norm_y))))

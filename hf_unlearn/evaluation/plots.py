@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_accuracy_matrix", "plot_filter_sparsity", "plot_forget_retain"]
+__all__ = ["plot_accuracy_matrix", "plot_filter_sparsity", "plot_forget_retain", "plot_probe_tradeoff"]
 
 _SERIES_COLORS = {"unlearned": "#d62728", "base": "#7f7f7f", "retrain": "#1f77b4"}
 _CELL_TEXT_LIMIT = 30  # numbers in cells up to this many columns; beyond that they are unreadable
@@ -264,3 +264,46 @@ def plot_filter_sparsity(
         _cell_text(ax, M, ".0f" if vmax >= 10 else ".1f", 0.0, vmax, cmap)
     return _save(fig, path)
 
+
+
+def plot_probe_tradeoff(
+    points: Mapping[str, tuple[float, float]],
+    path: str | os.PathLike,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    shots: int = 5,
+    title: str | None = None,
+) -> Path:
+    """Scatter of removal against cost in retained accuracy: few-shot probe (x) vs retain drop (y).
+
+    ``points`` maps a label (a setting, a peer method, ``"base"``, ``"retrain"``) to
+    ``(few_shot_probe_pct, retain_drop_pt)``; ``kinds`` maps labels to ``"base"``, ``"retrain"``,
+    ``"wf"`` or ``"peer"`` for the marker (default: by label name). Lower-left is better: the retrain
+    sits at the left end of x, the base at the right; a point near the retrain's x with a small y
+    removed the class from the features at little retained cost.
+
+    Example:
+        >>> plot_probe_tradeoff({"base": (85.9, 0.0), "retrain": (46.2, -0.7), "wf": (70.7, -0.3)},
+        ...                     "tradeoff.png")  # doctest: +SKIP
+    """
+    if not points:
+        raise ValueError("`points` is empty: nothing to plot.")
+    style = {"base": ("s", "#7f7f7f"), "retrain": ("*", "#1f77b4"), "wf": ("o", "#d62728"), "peer": ("^", "#2ca02c")}
+    fig = _new_figure(7.5, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, xy in points.items():
+        x, y = (float(v) for v in xy)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise ValueError(f"point {label!r} has a non-finite coordinate {xy!r}.")
+        kind = (kinds or {}).get(label) or (label if label in ("base", "retrain") else
+                                             "wf" if label.startswith("wf") else "peer")
+        marker, color = style.get(kind, style["peer"])
+        ax.scatter([x], [y], marker=marker, s=140 if kind in ("base", "retrain") else 60, color=color,
+                   edgecolors="black", linewidths=0.5, alpha=0.8)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhline(0.0, color="black", linewidth=0.5, alpha=0.5)
+    ax.set_xlabel(f"{shots}-shot probe on the forgotten class, % (retrain = gone, base = kept)")
+    ax.set_ylabel("retain drop, points (lower = better)")
+    ax.set_title(title or "Removal from the features vs retained accuracy", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)

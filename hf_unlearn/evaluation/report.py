@@ -56,9 +56,15 @@ GLOSSARY = {
     "randomly initialised copy on the forget samples; 1 = indistinguishable from random.",
     "linear probe": "class-balanced logistic regression on standardised penultimate features, "
     "'is this class c?'; balanced accuracy 50% / AUC 0.5 = cannot tell class c apart.",
-    "few-shot probe": "nearest-class-mean classifier from 5 labelled samples per class on the "
-    "penultimate features, scored on the forgotten class's test samples (%); the base model's value = "
+    "few-shot probe": "nearest-class-mean classifier from `shots` labelled samples per class (the "
+    "report's settings.few_shot_shots, 5 by default) on the penultimate features, scored on the forgotten class's test samples (%); the base model's value = "
     "still encoded (logit masking scores exactly that), near the retrain = removed.",
+    "linear CKA to retrain": "centred kernel alignment of the forgotten class's test features with the "
+    "retrained model's (same samples), in [0, 1]; unlearned next to base: higher than the base = the "
+    "representation moved towards the oracle's.",
+    "k-shot relearning": "forgotten class's test accuracy (%) after fine-tuning a copy for a fixed budget "
+    "on k labelled samples per class (head only or full model); read as the gap to the retrain under "
+    "the same budget (the base's value is the other end).",
     "retrain": "the gold standard: a model trained from scratch without the forgotten class(es).",
 }
 
@@ -301,6 +307,7 @@ _SECTIONS = (
     ("zrf", "ZRF"),
     ("probe", "Linear probe"),
     ("few_shot_probe", "Few-shot probe (%)"),
+    ("cka_to_retrain", "Linear CKA to the retrain (forget-class test features)"),
     ("cost", "Cost"),
 )
 
@@ -318,8 +325,19 @@ def _markdown(report: Mapping[str, Any]) -> str:
     lines += _accuracy_section(report, names)
     for key, heading in _SECTIONS:
         if key in report and report[key] is not None:
+            if key == "few_shot_probe":
+                shots = (report.get("settings") or {}).get("few_shot_shots")
+                heading = f"{shots}-shot probe (%)" if shots else heading
             lines += _metric_block(heading, report[key], names)
-    known = set(_HEADER_KEYS) | {k for k, _ in _SECTIONS} | {
+    if isinstance(report.get("relearn"), Mapping):
+        settings = report.get("settings") or {}
+        steps = settings.get("relearn_steps")
+        for setting, by_model in report["relearn"].items():
+            mode, _, shots = str(setting).partition("-")
+            heading = (f"k-shot relearning, {mode} fine-tune, {shots.replace('shot', '')} samples per class"
+                       + (f", {steps} steps" if steps else "") + ": forget-class accuracy after (%)")
+            lines += _metric_block(heading, by_model, names)
+    known = set(_HEADER_KEYS) | {k for k, _ in _SECTIONS} | {"relearn"} | {
         "accuracy", "retrain", "environment", "class_names", "title", "notes",
     }
     other = {k: v for k, v in report.items() if k not in known}

@@ -10,8 +10,13 @@ forgotten class (or the forgotten set), the measures defined in ``hf_unlearn.eva
 - MIA-efficacy (SalUn protocol) on the forget training samples;
 - ZRF against a randomly initialised copy of the architecture (Jensen-Shannon, base-2 logs);
 - a linear probe "is this class c?" on penultimate features (train features -> test features);
-- a few-shot probe: can class c be relearned from 5 labelled samples per class on the frozen
-  features? (the measure that tells hiding, e.g. logit masking, from removing);
+- a few-shot probe: can class c be relearned from ``few_shot_shots`` (5) labelled samples per class
+  on the frozen features? (the measure that tells hiding, e.g. logit masking, from removing);
+- with a retrain reference: linear CKA of the forget class's test features to the retrain's, for
+  the unlearned model and for the base (how close the representation came to the oracle's);
+- optionally (``relearn_shots``), k-shot relearning: fine-tune a copy (head only and/or the full
+  model) on k samples per class for ``relearn_steps`` steps and report the forgotten class's accuracy
+  for the unlearned model, the base and the retrain (``hf_unlearn.evaluation.relearn``);
 - all of it for the retrain-from-scratch reference(s) too, when given.
 
 What it accepts as ``target``:
@@ -96,11 +101,21 @@ DEFINITIONS = {
     "token after the final layernorm), standardised; class-balanced logistic regression 'is this "
     "sample of the forgotten class(es)?' fitted on training-split features, scored on test-split "
     "features: balanced accuracy (%) and ROC AUC. 50% / 0.5 = cannot tell the class apart.",
-    "few-shot probe": "nearest-class-mean classifier over all classes from `shots` (5) labelled "
+    "few-shot probe": "nearest-class-mean classifier over all classes from `shots` ({shots}) labelled "
     "training samples per class (cosine to each class's mean L2-normalised penultimate feature), scored "
-    "on the test samples of the forgotten class(es): % assigned to their own class, mean of 10 seeded "
+    "on the test samples of the forgotten class(es): % assigned to their own class, mean of {draws} seeded "
     "draws. Equal to the base = the features still encode the class (logit masking scores exactly the "
     "base); near the retrain = it is gone from the representation.",
+    "linear CKA to retrain": "linear centred kernel alignment (Kornblith et al. 2019) of the penultimate "
+    "features of the forgotten class's test samples (the probe's test subset) with the retrained model's "
+    "features of the same samples, in [0, 1]; reported for the unlearned model and for the base. Higher "
+    "than the base = the class's representation moved towards the oracle's.",
+    "k-shot relearning": "a copy of the model (an adapter row exported) fine-tuned with Adam for `steps` "
+    "({relearn_steps}) full-batch steps on `k` labelled training samples of every class (seeded), the final "
+    "classifier only ('head', lr 1e-2) or every parameter ('full', lr 1e-3), eval mode (BatchNorm statistics "
+    "fixed); the forgotten class's test accuracy (%) after, for the unlearned model, the base and the "
+    "retrain under the same budget. Near the retrain = the class comes back no faster than in a model "
+    "that never learned it.",
     "retrain": "the gold standard: the base recipe trained from scratch without the forgotten "
     "class(es), keeping all N outputs (hf_unlearn.retrain).",
 }
@@ -544,6 +559,51 @@ def _optional(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
+def _pixels(dataset, indices: np.ndarray):
+    """(pixel_values, labels) tensors of ``indices`` of a processed split (build_dataloader's dataset)."""
+    import torch
+
+    items = dataset.__getitems__([int(i) for i in indices])
+    return items["pixel_values"], torch.as_tensor(items["labels"]).long()
+
+
+def _relearn_rows(units, plain, adapter, base, retrains, train_dataset, test_dataset, y_train, y_test, *, shots,
+                  steps, modes, max_test, seed, device, arrange, progress):
+    """k-shot relearning per unit for the unlearned model (an adapter row exported), the base and the retrain.
+
+    Returns ``{"<mode>-<k>shot": {model: per-class list or value}}`` (``arrange`` of the suite).
+    """
+    from tqdm.auto import tqdm
+
+    from .relearn import kshot_relearn, relearn_indices
+
+    rng = np.random.default_rng(seed)
+    pools = {k: relearn_indices(y_train, k, seed) for k in shots}
+    union_pool = np.unique(np.concatenate(list(pools.values())))
+    x_pool, y_pool = _pixels(train_dataset, union_pool)
+    table: dict[str, dict] = {}
+    for unit in tqdm(units, desc="k-shot relearning", disable=not progress, leave=False):
+        forget_idx = np.flatnonzero(np.isin(y_test, unit))
+        others = np.flatnonzero(~np.isin(y_test, unit))
+        if max_test is not None and len(others) > max_test:
+            others = np.sort(rng.choice(others, size=int(max_test), replace=False))
+        x_test, y_test_t = _pixels(test_dataset, np.concatenate([forget_idx, others]))
+        models = {"unlearned": adapter.export(list(unit)).to(device) if adapter is not None else plain}
+        if base is not None:
+            models["base"] = base
+        if unit in retrains:
+            models["retrain"] = retrains[unit][0]
+        for k in shots:
+            # the same k-shot set for every model: positions of pools[k] inside the union pool
+            pos = np.searchsorted(union_pool, pools[k])
+            for mode in modes:
+                for name, model in models.items():
+                    r = kshot_relearn(model, x_pool[pos], y_pool[pos], x_test, y_test_t, list(unit), shots=k,
+                                      steps=steps, mode=mode, seed=seed)
+                    table.setdefault(f"{mode}-{k}shot", {}).setdefault(name, {})[unit] = r["forget_acc"]
+    return {setting: arrange(by_model) for setting, by_model in table.items()}
+
+
 def evaluate_unlearning(
     target,
     data_train,
@@ -565,6 +625,11 @@ def evaluate_unlearning(
     max_detail_rows: int = 10,
     few_shot_shots: int = 5,
     few_shot_draws: int = 10,
+    relearn_shots: Sequence[int] = (),
+    relearn_steps: int = 30,
+    relearn_modes: Sequence[str] = ("head", "full"),
+    relearn_max_test: Optional[int] = 2000,
+    require_retrain: bool = False,
 ) -> dict:
     """Every unlearning metric for ``target`` (and the base and retrain references) on two splits.
 
@@ -595,13 +660,20 @@ def evaluate_unlearning(
         few_shot_shots, few_shot_draws: labelled samples per class and seeded repetitions of the
             few-shot probe (``hf_unlearn.evaluation.metrics.few_shot_probe_accuracy``); the shots
             come from the probe's training-split subset.
+        relearn_shots: k-shot relearning budgets, labelled samples per class (e.g. ``(1, 5, 25)``);
+            empty (default) skips relearning. ``relearn_steps`` optimiser steps, ``relearn_modes``
+            ``"head"`` and/or ``"full"``; ``relearn_max_test`` caps the test samples of the OTHER
+            classes used for the after-tuning retain accuracy (seeded; every forget sample is used).
+        require_retrain: fail unless every evaluated row (or the set) has a retrain reference, so that
+            every gap to the oracle is reported.
 
     Returns:
         A JSON-ready dict for :func:`~hf_unlearn.evaluation.report.write_report`: ``accuracy``
         (``summarize_matrix`` output with ``method`` and ``matrix``, a sampled estimate, or a set's
         FA/RA next to the base), ``retrain``, ``mia_efficacy``/``zrf``/``probe``/``probe_auc``/``few_shot_probe`` by model
         (``unlearned``, ``base``, ``retrain``; per-class lists in rows mode), ``filters_off_pct``,
-        ``definitions``, ``settings``, and the run description.
+        ``cka_to_retrain`` (by model, when retrain references are given), ``relearn`` (``{"head-5shot":
+        {model: value}}`` with ``relearn_shots``), ``definitions``, ``settings``, and the run description.
 
     Raises:
         ValueError: the splits' classes do not match the model, a split is empty, a forget class has
@@ -628,6 +700,13 @@ def evaluate_unlearning(
         raise ValueError("No image processor: pass image_processor= (the one the model was trained with).")
     num_channels = int(getattr(config, "num_channels", 3))
     check_processor_fits(processor, num_channels)
+    relearn_shots = [int(k) for k in (relearn_shots or ())]
+    if relearn_shots:
+        from .relearn import check_relearn_budget, relearn_indices
+
+        check_relearn_budget(relearn_shots, relearn_steps, list(relearn_modes))
+        for k in relearn_shots:  # every class needs k training samples: say so before any pass
+            relearn_indices(y_train, k, seed)
 
     if adapter is not None:
         if forget is not None and rows is not None:
@@ -664,6 +743,14 @@ def evaluate_unlearning(
     union = sorted({c for u in units for c in u})
     _require_classes(y_train, union, "train", data_train, names)
 
+    if require_retrain:
+        have = {_retrain_key(k, num_classes, label2id) for k in (retrain_dirs or {})}
+        missing = [list(u) for u in units if u not in have]
+        if missing:
+            raise ValueError(
+                f"No retrain reference for {missing} (require_retrain): train one with recipes/retrain.py "
+                "--forget <class> into <root>/class-<c>/ and pass --retrain_root <root>, or evaluate fewer rows."
+            )
     retrains = _load_retrains(retrain_dirs, num_classes, label2id, set(units))
 
     # ---- models to run
@@ -710,6 +797,7 @@ def evaluate_unlearning(
         test_loader = build_dataloader(data_test, **common)
         train_loader = build_dataloader(data_train, **common)
     test_dataset = test_loader.dataset
+    train_dataset = train_loader.dataset
     if accelerator is not None:
         test_loader, train_loader = accelerator.prepare(test_loader, train_loader)
 
@@ -724,7 +812,8 @@ def evaluate_unlearning(
                           keep_features=probe_train, keep_probs=zrf_mask, desc="train split", progress=progress)
 
     # ---- accuracy
-    from .metrics import (accuracy_matrix, class_counts, few_shot_probe_accuracy, linear_probe_accuracy, mia_efficacy, per_class_accuracy,
+    from .metrics import (accuracy_matrix, class_counts, few_shot_probe_accuracy, linear_cka, linear_probe_accuracy,
+                          mia_efficacy, per_class_accuracy,
                           sample_retain_pairs, sampled_retain_estimate, set_accuracy, summarize_matrix, zrf_score)
 
     def preds_of(source):
@@ -796,7 +885,7 @@ def evaluate_unlearning(
     y_zrf = y_train[zrf_mask]
     y_probe_train, y_probe_test = y_train[probe_train], y_test[probe_test]
     random_probs = train_out["random"]["probs"][0]
-    metric_rows: dict[str, dict] = {"mia": {}, "zrf": {}, "probe": {}, "auc": {}, "few_shot": {}}
+    metric_rows: dict[str, dict] = {"mia": {}, "zrf": {}, "probe": {}, "auc": {}, "few_shot": {}, "cka": {}}
     for unit in tqdm(units, desc="MIA / ZRF / probe", disable=not (progress and main), leave=False):
         sources = {"unlearned": unit_source[unit]}
         if base_source is not None:
@@ -819,6 +908,16 @@ def evaluate_unlearning(
             for key, value in (("mia", mia), ("zrf", zrf), ("probe", probe["balanced_accuracy"]),
                                ("auc", probe["auc"]), ("few_shot", few["accuracy"])):
                 metric_rows[key].setdefault(model_name, {})[unit] = value
+        if "retrain" in sources:
+            # CKA on the forget class's test features: same samples, model vs the oracle
+            rows_test = np.isin(y_probe_test, unit)
+            runner_r, i_r = sources["retrain"]
+            oracle = test_out[runner_r]["feats"][i_r][rows_test]
+            for model_name in ("unlearned", "base"):
+                if model_name in sources:
+                    runner, i = sources[model_name]
+                    metric_rows["cka"].setdefault(model_name, {})[unit] = linear_cka(
+                        test_out[runner]["feats"][i][rows_test], oracle)
 
     def arrange(table):
         if mode == "set":
@@ -836,6 +935,14 @@ def evaluate_unlearning(
     report["probe"] = arrange(metric_rows["probe"])
     report["probe_auc"] = arrange(metric_rows["auc"])
     report["few_shot_probe"] = arrange(metric_rows["few_shot"])
+    if metric_rows["cka"]:
+        report["cka_to_retrain"] = arrange(metric_rows["cka"])
+    if relearn_shots:
+        report["relearn"] = _relearn_rows(
+            units, plain, adapter, base_model if adapter is None else plain, retrains, train_dataset, test_dataset,
+            y_train, y_test, shots=relearn_shots, steps=relearn_steps, modes=list(relearn_modes),
+            max_test=relearn_max_test, seed=seed, device=device, arrange=arrange,
+            progress=progress and main)
     if adapter is not None and mode == "rows":
         share = filter_sparsity(adapter)
         layers = adapter.filter_layers()
@@ -845,7 +952,8 @@ def evaluate_unlearning(
             float(100.0 * sum(share[k][c] * sizes[k] for k in share) / total) if total else None
             for c in range(num_classes)
         ]
-    report["definitions"] = dict(DEFINITIONS)
+    report["definitions"] = {k: v.format(shots=few_shot_shots, draws=few_shot_draws, relearn_steps=relearn_steps)
+                             for k, v in DEFINITIONS.items()}
     report["settings"] = {
         "mode": mode,
         "target": "adapter" if adapter is not None else "model",
@@ -859,6 +967,9 @@ def evaluate_unlearning(
         "n_probe_test": int(probe_test.sum()),
         "few_shot_shots": int(few_shot_shots),
         "few_shot_draws": int(few_shot_draws),
+        "relearn_shots": relearn_shots,
+        "relearn_steps": int(relearn_steps) if relearn_shots else None,
+        "relearn_modes": list(relearn_modes) if relearn_shots else None,
         "max_mia_samples": max_mia_samples,
         "batch_size": batch_size,
         "num_processes": accelerator.num_processes if accelerator is not None else 1,
@@ -907,6 +1018,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max_probe_samples", type=int, default=10_000, help="probe subset per split (0 = all)")
     ev.add_argument("--few_shot_shots", type=int, default=5, help="few-shot probe: labelled samples per class")
     ev.add_argument("--few_shot_draws", type=int, default=10, help="few-shot probe: seeded repetitions")
+    ev.add_argument("--relearn_shots", type=int, nargs="*", default=[],
+                    help="k-shot relearning budgets (samples per class), e.g. 1 5 25; none = skip")
+    ev.add_argument("--relearn_steps", type=int, default=30, help="k-shot relearning: optimiser steps")
+    ev.add_argument("--relearn_modes", nargs="+", default=["head", "full"], choices=["head", "full"],
+                    help="k-shot relearning: fine-tune the head only and/or the full model")
+    ev.add_argument("--require_retrain", action="store_true",
+                    help="fail unless every evaluated row has a retrain reference under --retrain_root")
     ev.add_argument("--samples_per_row", type=int, default=50, help="sampled RA above 20 classes")
     ev.add_argument("--set_sizes", type=int, nargs="+", default=None,
                     help="adapter only: also evaluate random forget sets of these sizes (rows multiplied), e.g. 2 3 4 5")
@@ -1017,7 +1135,9 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         target, train, test, rows=_refs(args.rows), retrain_dirs=retrain_dirs, accelerator=accelerator,
         seed=args.seed, max_mia_samples=args.max_mia_samples, progress=progress, batch_size=args.batch_size,
         max_probe_samples=args.max_probe_samples or None, samples_per_row=args.samples_per_row,
-        few_shot_shots=args.few_shot_shots, few_shot_draws=args.few_shot_draws, **kwargs,
+        few_shot_shots=args.few_shot_shots, few_shot_draws=args.few_shot_draws,
+        relearn_shots=args.relearn_shots, relearn_steps=args.relearn_steps, relearn_modes=args.relearn_modes,
+        require_retrain=args.require_retrain, **kwargs,
     )
     report["adapter"] = args.adapter
     report["settings"]["argv"] = getattr(args, "argv", None)
