@@ -16,7 +16,7 @@ from peft import PeftModel, get_peft_model
 from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
-from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, resolve_class
+from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, compare_layouts, resolve_class
 
 ADAPTER_WEIGHTS = SAFETENSORS_WEIGHTS_NAME  # PEFT's names: "adapter_model.safetensors"
 ADAPTER_CONFIG = CONFIG_NAME  # "adapter_config.json"
@@ -507,9 +507,7 @@ def check_adapter_tensors(folder: Union[str, os.PathLike], config: WeightFilterC
         expected = {f"base_model.model.{name}{suffix}": (int(config.num_classes), int(out)) for name, out in layers.items()}
     else:  # no signature (hand-made config): at least nothing but filters
         expected = {k: v for k, v in shapes.items() if k.endswith(suffix)}
-    extra = sorted(set(shapes) - set(expected))
-    missing = sorted(set(expected) - set(shapes))
-    resized = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
+    missing, extra, resized = compare_layouts(expected, shapes)
     if extra or missing or resized:
         problems = []
         if extra:

@@ -9,7 +9,7 @@ from peft import mapping as _peft_mapping
 
 from .config import DEFAULT_TARGET_MODULES, UnlearnPeftType, WeightFilterConfig
 from .layer import Conv2d, Linear, WeightFilterLayer
-from .model import WeightFilterModel
+from .model import WeightFilterModel, compare_layouts
 from .selection import normalize_selection, per_sample, resolve_class
 from .model import FORGET_KWARG
 
@@ -26,6 +26,7 @@ __all__ = [
     "WeightFilterConfig",
     "WeightFilterLayer",
     "WeightFilterModel",
+    "compare_layouts",
     "normalize_selection",
     "per_sample",
     "resolve_class",

@@ -108,10 +108,8 @@ class WeightFilterModel(BaseTuner):
         if not config.base_model_signature:
             config.base_model_signature = {**_model_identity(model), "filtered_layers": layers}
             return
-        expected = config.base_model_signature.get("filtered_layers") or {}
-        missing = sorted(set(expected) - set(layers))
-        extra = sorted(set(layers) - set(expected))
-        resized = sorted(n for n in set(expected) & set(layers) if int(expected[n]) != layers[n])
+        expected = {n: int(v) for n, v in (config.base_model_signature.get("filtered_layers") or {}).items()}
+        missing, extra, resized = compare_layouts(expected, layers)
         if missing or extra or resized:
             details = []
             if missing:
@@ -278,6 +276,24 @@ class WeightFilterModel(BaseTuner):
 
     def forward(self, *args: Any, **kwargs: Any):
         return self.model(*args, **kwargs)
+
+
+def compare_layouts(expected: dict, actual: dict) -> tuple[list, list, list]:
+    """``(missing, extra, resized)``: sorted names of ``expected`` absent from ``actual``, of ``actual``
+    absent from ``expected``, and of both whose sizes differ. Shared by the checks of an adapter's
+    layers (after injection) and of its tensor file (before loading), so both judge a mismatch alike.
+
+    Example:
+
+    ```py
+    >>> compare_layouts({"a": 4, "b": 8}, {"a": 4, "b": 16, "c": 2})
+    ([], ['c'], ['b'])
+    ```
+    """
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    resized = sorted(n for n in set(expected) & set(actual) if expected[n] != actual[n])
+    return missing, extra, resized
 
 
 def _model_identity(model: nn.Module) -> dict:
