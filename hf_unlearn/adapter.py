@@ -20,8 +20,8 @@ from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, compare
 
 ADAPTER_WEIGHTS = SAFETENSORS_WEIGHTS_NAME  # PEFT's names: "adapter_model.safetensors"
 ADAPTER_CONFIG = CONFIG_NAME  # "adapter_config.json"
-from .cards import write_adapter_card
-from .hub import PICKLE_SUFFIXES
+from .hub.cards import write_adapter_card
+from .hub.core import PICKLE_SUFFIXES
 
 
 class UnlearnAdapter:
@@ -299,7 +299,7 @@ class UnlearnAdapter:
 
         Everything goes in ONE commit (``HfApi.upload_folder`` from a temporary folder), so a
         failure leaves the remote as it was and nothing behind locally; retrying is safe. The repo
-        is created if needed. The generated ``README.md`` (:func:`hf_unlearn.cards.adapter_card`)
+        is created if needed. The generated ``README.md`` (:func:`hf_unlearn.hub.cards.adapter_card`)
         has the metadata, a ``model-index`` with the results, how to use it and its limits.
 
         Args:
@@ -317,7 +317,7 @@ class UnlearnAdapter:
         The base model is recorded by ``config.base_model_name_or_path``: make it a Hub id
         (not a local folder) so that others can load the adapter.
         """
-        from .hub import push_adapter
+        from .hub.core import push_adapter
 
         return push_adapter(
             self, repo_id, token=token, private=private, revision=revision,
@@ -363,7 +363,7 @@ def _resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_di
         return path
     if path.exists():
         raise ValueError(f"{path} is a file; pass the adapter folder (with {ADAPTER_CONFIG}) or a Hub repo id.")
-    from .hub import download_adapter  # the Hub client is only needed for repo ids
+    from .hub.core import download_adapter  # the Hub client is only needed for repo ids
 
     return download_adapter(str(name_or_path), revision=revision, token=token, cache_dir=cache_dir)
 

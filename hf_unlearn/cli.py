@@ -26,12 +26,12 @@ COMMANDS = {
 }
 # command -> (module, function taking argv); imported only when that command runs
 RUNNERS = {
-    "train-base": (".base_training", "main"),
-    "train": (".untraining_job", "main"),
+    "train-base": (".training.base", "main"),
+    "train": (".training.job", "main"),
     "evaluate": (".evaluation.suite", "main"),
-    "retrain": (".retrain", "main"),
-    "explain": (".explain", "main"),
-    "push": (".hub", "cli_push"),
+    "retrain": (".training.retrain", "main"),
+    "explain": (".explain.core", "main"),
+    "push": (".hub.core", "cli_push"),
     "demo": (".demo.cli", "main"),
 }
 
@@ -43,14 +43,14 @@ def _export(argv: Sequence[str]) -> None:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--base_model", default=None, help="default: the one named in the adapter config")
     parser.add_argument("--revision", default=None)
-    from .hub import add_push_arguments, check_push_arguments, push_exported_from_args
+    from .hub.core import add_push_arguments, check_push_arguments, push_exported_from_args
 
     add_push_arguments(parser)  # --push_to_hub REPO_ID, --report, --hub_revision, --hub_private, --hub_token
     args = parser.parse_args(argv)
     check_push_arguments(args)  # no token / offline: fail before loading any model
 
     from .adapter import UnlearnAdapter, _check_export_target, save_export
-    from .cards import write_exported_card
+    from .hub.cards import write_exported_card
 
     _check_export_target(Path(args.output_dir).expanduser().absolute())  # before loading anything
     adapter = UnlearnAdapter.from_pretrained(args.adapter, base_model=args.base_model, revision=args.revision)
@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         _dispatch(command, rest)
     except Exception as err:
-        from .hub import PushError
+        from .hub.core import PushError
 
         # Expected, explained failures (bad input, missing files): the message, no traceback.
         if isinstance(err, (PushError, ValueError, FileNotFoundError, FileExistsError)) and not os.environ.get(

@@ -194,7 +194,7 @@ def train_or_load_base(args, out: Path):
     base_dir = Path(args.base_dir) if args.base_dir else out / "base"
     metrics_path = base_dir / "metrics.json"
     if not (base_dir / "config.json").is_file():
-        from hf_unlearn.base_training import train_base
+        from hf_unlearn.training.base import train_base
 
         log(f"[base] training {args.preset} on {args.dataset} for {args.base_epochs} epochs -> {base_dir}")
         opts = {"preset": args.preset, "dataset": args.dataset, "epochs": args.base_epochs,
@@ -219,8 +219,8 @@ def train_or_load_wf(args, out: Path, base_dir: Path):
         seconds = metrics.get("untraining_time_s")
         log(f"[wf] loaded {folder} (untraining time {seconds} s from its metrics)")
         return adapter.eval(), seconds, {"adapter": str(folder), "trained_here": False, "metrics": metrics}
-    from hf_unlearn.untraining_job import parse_args as untrain_args
-    from hf_unlearn.untraining_job import run as untrain_run
+    from hf_unlearn.training.job import parse_args as untrain_args
+    from hf_unlearn.training.job import run as untrain_run
 
     folder = out / "wf"
     argv = ["--config", args.wf_config, "--base_model", str(base_dir), "--output_dir", str(folder),
@@ -545,9 +545,9 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from hf_unlearn.baselines import BASELINES, get_baseline, param_bytes, tensor_loaders
-    from hf_unlearn.data import load_image_dataset, subsample, to_tensor_dataset
+    from hf_unlearn.data.loading import load_image_dataset, subsample, to_tensor_dataset
     from hf_unlearn.evaluation.suite import DEFINITIONS
-    from hf_unlearn.retrain import RETRAIN_INFO, retrain_dirs_from_root, retrain_folder_name
+    from hf_unlearn.training.retrain import RETRAIN_INFO, retrain_dirs_from_root, retrain_folder_name
 
     try:
         from accelerate import PartialState

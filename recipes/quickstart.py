@@ -58,11 +58,11 @@ def main(argv=None) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     from hf_unlearn import UnlearnAdapter
-    from hf_unlearn.cards import write_exported_card
-    from hf_unlearn.base_training import train_base
-    from hf_unlearn.data import load_image_dataset
+    from hf_unlearn.hub.cards import write_exported_card
+    from hf_unlearn.training.base import train_base
+    from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.evaluation.plots import plot_accuracy_matrix, plot_forget_retain
-    from hf_unlearn.untraining_job import parse_args as untrain_args, run as untrain_run
+    from hf_unlearn.training.job import parse_args as untrain_args, run as untrain_run
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

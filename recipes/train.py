@@ -12,7 +12,7 @@ Resume an interrupted run where it stopped: add ``--resume latest`` (with ``--ch
 ``python recipes/train.py --help`` lists every option; the loop is ``hf_unlearn.training.untrain``.
 """
 
-from hf_unlearn.untraining_job import main
+from hf_unlearn.training.job import main
 
 if __name__ == "__main__":
     main()

@@ -139,7 +139,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     base = work / "digits-base"
     if not (base / "model.safetensors").is_file():
-        from hf_unlearn.base_training import train_base
+        from hf_unlearn.training.base import train_base
 
         train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 15, "output_dir": str(base),
                     "no_progress": True, "seed": 0})

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.convergence import (ConvergenceTracker, measure_rows, stratified_validation_indices)
-from hf_unlearn.training import UntrainingArguments, forget_class_weights, untrain
+from hf_unlearn.training.convergence import (ConvergenceTracker, measure_rows, stratified_validation_indices)
+from hf_unlearn.training.untrain import UntrainingArguments, forget_class_weights, untrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_eval_every_without_validation_data_is_an_error():
 
 
 def _job(digits_base, tmp_path, name, **options):
-    from hf_unlearn.untraining_job import resolve_args, run
+    from hf_unlearn.training.job import resolve_args, run
 
     base_dir, _ = digits_base
     values = dict(base_model=str(base_dir), dataset="digits", output_dir=str(tmp_path / name), batch_size=64,
@@ -142,7 +142,7 @@ def test_job_validation_split_missing_a_class_is_a_clear_error(digits_base, tmp_
 
 
 def test_epochs_on_the_command_line_switch_a_convergence_config_to_epochs():
-    from hf_unlearn.untraining_job import parse_args
+    from hf_unlearn.training.job import parse_args
 
     config = str(REPO / "recipes" / "configs" / "fashion_mnist_resnet.yaml")
     args = parse_args(["--config", config])

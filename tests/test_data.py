@@ -1,4 +1,4 @@
-"""hf_unlearn.data: loading, column detection, preprocessing, loaders, subsets and their errors.
+"""hf_unlearn.data.loading: loading, column detection, preprocessing, loaders, subsets and their errors.
 
 Offline and fast: built-in digits and Fashion-MNIST (Debian package dataset-fashion-mnist), plus
 small parquet/imagefolder datasets written to tmp_path. HF caches point into tmp_path.
@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 import datasets
 from datasets import ClassLabel, Dataset, Features, Image, Value
 
-from hf_unlearn import data as D
+from hf_unlearn.data import loading as D
 from hf_unlearn.presets import make_image_processor
 
 

@@ -30,7 +30,7 @@ PEFT_CARD_MARK = "# Model Card for Model ID"  # the heading of PEFT's own README
 @pytest.fixture(scope="module")
 def adapter_dir(digits_base, tmp_path_factory):
     """`hf-unlearn train`'s job on digits: a real adapter that forgets, with its metrics and config."""
-    from hf_unlearn.untraining_job import resolve_args, run
+    from hf_unlearn.training.job import resolve_args, run
 
     base_dir, _ = digits_base
     out = tmp_path_factory.mktemp("demo") / "wf-digits"
@@ -66,7 +66,7 @@ def test_train_output_carries_our_card_with_results_and_demo_command(adapter_dir
     assert "hf-unlearn train --config untraining_config.yaml" in text
     assert f"hf-unlearn demo --adapter {adapter_dir}" in text
     # the same card a push renders (which adds the repo id and the Space link)
-    from hf_unlearn.cards import adapter_card
+    from hf_unlearn.hub.cards import adapter_card
 
     pushed = str(adapter_card(UnlearnAdapter.from_pretrained(adapter_dir), adapter_dir / "untraining_metrics.json",
                               repo_id="me/wf", command="hf-unlearn train --config untraining_config.yaml",
@@ -139,7 +139,7 @@ def test_filter_map_is_a_png_of_the_chosen_rows(demo, tmp_path):
     for path in (one, two):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size[0] > 200
-    from hf_unlearn.explain import filter_maps
+    from hf_unlearn.explain.core import filter_maps
 
     names, rows = demo.filter_map_rows(["5", "2"])
     assert names == ["2", "5", "2 × 5"]
@@ -169,7 +169,7 @@ def test_export_zip_loads_as_a_plain_model_with_its_card(demo, tmp_path):
 
 
 def test_push_needs_a_token_and_a_repo_id(demo, monkeypatch):
-    from hf_unlearn.hub import PushError
+    from hf_unlearn.hub.core import PushError
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", "/nonexistent/token")
@@ -217,7 +217,7 @@ def test_dataset_is_read_from_the_adapter_or_must_be_given(adapter_dir, tmp_path
 
 
 def test_core_package_and_cli_help_do_not_import_gradio():
-    code = ("import sys, contextlib, io\nimport hf_unlearn, hf_unlearn.demo, hf_unlearn.demo.space, hf_unlearn.cards\n"
+    code = ("import sys, contextlib, io\nimport hf_unlearn, hf_unlearn.demo, hf_unlearn.demo.space, hf_unlearn.hub.cards\n"
             "from hf_unlearn.cli import main\nwith contextlib.redirect_stdout(io.StringIO()) as out: main(['--help'])\n"
             "assert 'demo' in out.getvalue()\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'gradio'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -271,7 +271,7 @@ def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, ada
         import json, runpy
         from huggingface_hub import snapshot_download
         from hf_unlearn.cli import main
-        from hf_unlearn.hub import PushError
+        from hf_unlearn.hub.core import PushError
 
         bad = []
         for argv in ({push!r} + ["--space", "no-slash"],  # not ORG/NAME

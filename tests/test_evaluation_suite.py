@@ -9,7 +9,7 @@ import torch
 
 from ddp import launch_two_ranks
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig
-from hf_unlearn.data import build_dataloader, class_subset, load_image_dataset, subsample
+from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset, subsample
 from hf_unlearn.evaluation import (
     accuracy_matrix,
     evaluate_unlearning,
@@ -195,13 +195,13 @@ RETRAIN_EPOCHS = 8
 @pytest.fixture(scope="module")
 def retrained(digits_base, tmp_path_factory):
     """The digits base recipe retrained without class 3 (the job, reading the base's config)."""
-    import hf_unlearn.data
-    from hf_unlearn.retrain import main
+    import hf_unlearn.data.loading
+    from hf_unlearn.training.retrain import main
 
     base_dir, _ = digits_base
     root = tmp_path_factory.mktemp("retrain")
     seen = []
-    original = hf_unlearn.data.build_dataloader
+    original = hf_unlearn.data.loading.build_dataloader
 
     def spy(data, *args, **kwargs):
         if kwargs.get("shuffle"):  # the training loader
@@ -209,7 +209,7 @@ def retrained(digits_base, tmp_path_factory):
         return original(data, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hf_unlearn.data, "build_dataloader", spy)
+        mp.setattr(hf_unlearn.data.loading, "build_dataloader", spy)
         # the base recipe, with one flag overriding it (fewer epochs keep the test fast)
         summary = main(["--base_dir", str(base_dir), "--classes", str(FORGET), "--output_dir", str(root),
                         "--epochs", str(RETRAIN_EPOCHS), "--num_threads", "1"])
@@ -219,7 +219,7 @@ def retrained(digits_base, tmp_path_factory):
 def test_retrain_job_excludes_the_class_and_keeps_all_outputs(retrained, digits_base):
     from transformers import AutoModelForImageClassification
 
-    from hf_unlearn.retrain import retrain_dirs_from_root
+    from hf_unlearn.training.retrain import retrain_dirs_from_root
 
     root, summary, seen = retrained
     assert len(seen) == 1 and len(seen[0]) > 0
@@ -460,7 +460,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_retrain_command_line_units_folders_and_resume(retrained, digits_base, tmp_path):
-    from hf_unlearn.retrain import _units, main, parse_args, retrain_dirs_from_root, retrain_folder_name
+    from hf_unlearn.training.retrain import _units, main, parse_args, retrain_dirs_from_root, retrain_folder_name
 
     root, _, _ = retrained
     base_dir, _ = digits_base

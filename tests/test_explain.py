@@ -1,4 +1,4 @@
-"""Explainability (hf_unlearn.explain): filter maps, row similarity, saliency, RISE AUCs, plots, CLI."""
+"""Explainability (hf_unlearn.explain.core): filter maps, row similarity, saliency, RISE AUCs, plots, CLI."""
 
 import json
 
@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 import tiny_models as tm
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn import explain as E
+from hf_unlearn.explain import core as E
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EMBEDDER = "resnet.embedder.embedder.convolution"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hf_unlearn.data import (FASHION_MNIST_CLASSES, _fashion_mnist_dir, _read_idx,
+from hf_unlearn.data.loading import (FASHION_MNIST_CLASSES, _fashion_mnist_dir, _read_idx,
                              check_labels_match, fashion_mnist_100_arrays, load_image_dataset)
 
 

@@ -14,7 +14,7 @@ import torch
 from hf_unlearn import UnlearnAdapter
 from hf_unlearn.benchmarking import (DictBatches, PeakMemory, StepTimer, fresh_accelerator, image_stream,
                                      read_fashion_mnist, real_size_models, smoke_models, time_interleaved)
-from hf_unlearn.training import UntrainingArguments, untrain
+from hf_unlearn.training.untrain import UntrainingArguments, untrain
 from hf_unlearn.tuners.weight_filter import WeightFilterLayer
 from hf_unlearn.tuners.weight_filter.selection import selection_on
 import tiny_models
@@ -237,7 +237,7 @@ def test_real_size_configs_are_the_published_models():
 def test_image_stream_without_datasets_reads_the_idx_files(monkeypatch, tmp_path):
     """With a 100-class built-in declared but `datasets` missing (the GPU machine), the stream falls back
     to Fashion-MNIST's IDX files and says why."""
-    import hf_unlearn.data as hf_data
+    import hf_unlearn.data.loading as hf_data
 
     monkeypatch.setattr(hf_data, "BUILTIN_DATASETS", tuple(hf_data.BUILTIN_DATASETS) + ("fashion_mnist_100",))
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now raises ImportError

@@ -15,8 +15,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.cards import adapter_card, exported_card, load_report, summarize_report
-from hf_unlearn.hub import PushError, cli_push
+from hf_unlearn.hub.cards import adapter_card, exported_card, load_report, summarize_report
+from hf_unlearn.hub.core import PushError, cli_push
 from hf_unlearn.testing import lay_out_hub_cache
 from hub_server import HubServer
 from tiny_models import build, image_processor, pixels, randomize_filters
@@ -129,7 +129,7 @@ def pushed(hub, world):
         import argparse, json
         import hf_unlearn
         from hf_unlearn import UnlearnAdapter
-        from hf_unlearn.hub import add_push_arguments, cli_push, push_exported_from_args
+        from hf_unlearn.hub.core import add_push_arguments, cli_push, push_exported_from_args
 
         v1 = UnlearnAdapter.from_pretrained({str(a['v1'])!r})  # its base model comes from the Hub
         info1 = v1.push_to_hub({ADAPTER!r}, report={EVAL_REPORT!r}, commit_message="filters v1")
@@ -384,7 +384,7 @@ def test_failed_upload_leaves_the_remote_unchanged_and_a_retry_works(hub, world,
         import hf_unlearn
         from huggingface_hub import HfApi
         from hf_unlearn import UnlearnAdapter
-        from hf_unlearn.hub import PushError
+        from hf_unlearn.hub.core import PushError
 
         adapter = UnlearnAdapter.from_pretrained({str(world['adapters']['v3'])!r})
         attempts = []

@@ -304,7 +304,7 @@ def test_two_rank_evaluation_with_uneven_batches_sees_every_sample_once(tmp_path
 
 
 def _job(base_dir, out, **extra):
-    from hf_unlearn.untraining_job import resolve_args
+    from hf_unlearn.training.job import resolve_args
 
     options = dict(base_model=str(base_dir), dataset="digits", output_dir=str(out), max_train_samples=128,
                    batch_size=32, max_steps=2, eval_split="", no_progress=True, num_threads=1)
@@ -313,7 +313,7 @@ def _job(base_dir, out, **extra):
 
 
 def test_train_refuses_a_folder_holding_another_run_and_leaves_it_untouched(digits_base, tmp_path):
-    from hf_unlearn.untraining_job import run
+    from hf_unlearn.training.job import run
 
     base_dir, _ = digits_base
     out = tmp_path / "wf"
@@ -342,7 +342,7 @@ def test_train_refuses_a_folder_holding_another_run_and_leaves_it_untouched(digi
 
 
 def test_resume_falls_back_past_a_torn_checkpoint(tmp_path):
-    from hf_unlearn.training import _find_checkpoint
+    from hf_unlearn.training.untrain import _find_checkpoint
 
     for step in (1, 2, 3):
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -353,7 +353,7 @@ def test_resume_falls_back_past_a_torn_checkpoint(tmp_path):
 
 
 def test_output_dir_equal_to_the_base_model_folder_is_refused(digits_base):
-    from hf_unlearn.untraining_job import run
+    from hf_unlearn.training.job import run
 
     base_dir, _ = digits_base
     before = sorted(p.name for p in Path(base_dir).iterdir())
@@ -364,7 +364,7 @@ def test_output_dir_equal_to_the_base_model_folder_is_refused(digits_base):
 
 def test_the_adapter_is_saved_before_the_evaluation(digits_base, tmp_path, monkeypatch):
     import hf_unlearn.evaluation.runner as runner
-    from hf_unlearn.untraining_job import run
+    from hf_unlearn.training.job import run
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation died")
@@ -378,7 +378,7 @@ def test_the_adapter_is_saved_before_the_evaluation(digits_base, tmp_path, monke
 
 @pytest.mark.parametrize("bad", [["--epochs", "-1"], ["--epochs", "0"], ["--batch_size", "0"]])
 def test_nonsense_numbers_are_usage_errors(tmp_path, capsys, bad):
-    from hf_unlearn.untraining_job import main
+    from hf_unlearn.training.job import main
 
     out = tmp_path / "wf"
     with pytest.raises(SystemExit):
@@ -388,7 +388,7 @@ def test_nonsense_numbers_are_usage_errors(tmp_path, capsys, bad):
 
 
 def test_train_options_cannot_be_abbreviated(tmp_path, capsys):
-    from hf_unlearn.untraining_job import main
+    from hf_unlearn.training.job import main
 
     with pytest.raises(SystemExit):
         main(["--base_model", str(tmp_path), "--output_dir", str(tmp_path / "wf"), "--learning", "5"])
@@ -396,8 +396,8 @@ def test_train_options_cannot_be_abbreviated(tmp_path, capsys):
 
 
 def test_a_class_without_training_rows_is_warned_about():
-    from hf_unlearn.data import class_subset, load_image_dataset
-    from hf_unlearn.untraining_job import classes_without_rows
+    from hf_unlearn.data.loading import class_subset, load_image_dataset
+    from hf_unlearn.training.job import classes_without_rows
 
     data = class_subset(load_image_dataset("digits", split="train"), [3], keep=False)
     with pytest.warns(UserWarning, match=r"No training example of \['3'\]"):
@@ -469,7 +469,7 @@ def test_the_class_names_hint_says_what_to_do_on_the_command_line(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from hf_unlearn.data import load_image_dataset
+    from hf_unlearn.data.loading import load_image_dataset
 
     images = [Image.fromarray(np.zeros((8, 8), dtype=np.uint8)) for _ in range(4)]
     ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]},
@@ -480,8 +480,8 @@ def test_the_class_names_hint_says_what_to_do_on_the_command_line(tmp_path):
 
 
 def test_an_empty_training_split_is_a_clear_error(digits_base, tmp_path):
-    from hf_unlearn.data import class_subset, load_image_dataset
-    from hf_unlearn.untraining_job import run
+    from hf_unlearn.data.loading import class_subset, load_image_dataset
+    from hf_unlearn.training.job import run
 
     empty = class_subset(load_image_dataset("digits", split="train"), list(range(10)), keep=False)
     empty.dataset.save_to_disk(str(tmp_path / "empty" / "train"))

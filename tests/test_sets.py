@@ -41,7 +41,7 @@ def test_set_sizes_match_the_per_set_evaluation():
 
 
 def test_job_reports_set_sizes_and_refuses_a_set_too_large(digits_base, tmp_path):
-    from hf_unlearn.untraining_job import resolve_args, run
+    from hf_unlearn.training.job import resolve_args, run
 
     base_dir, _ = digits_base
     common = dict(base_model=str(base_dir), dataset="digits", batch_size=64, no_progress=True, max_steps=4,

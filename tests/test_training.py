@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.training import (UntrainingArguments, masked_teacher_log_probs, sample_forget_sets, untrain,
+from hf_unlearn.training.untrain import (UntrainingArguments, masked_teacher_log_probs, sample_forget_sets, untrain,
                                  untraining_loss)
 from ddp import free_port
 
@@ -80,7 +80,7 @@ def test_boundary_forget_term_targets_the_base_nearest_other_class():
 
 
 def test_unknown_objective_is_a_usage_error_before_anything_is_written(tmp_path, capsys):
-    from hf_unlearn.untraining_job import main
+    from hf_unlearn.training.job import main
 
     out = tmp_path / "wf"
     with pytest.raises(SystemExit):
@@ -91,7 +91,7 @@ def test_unknown_objective_is_a_usage_error_before_anything_is_written(tmp_path,
 
 def test_untraining_forgets_every_class_on_digits(digits_base, tmp_path):
     """The recipe's job end to end on real data: every row forgets its class, the rest survives."""
-    from hf_unlearn.untraining_job import resolve_args, run
+    from hf_unlearn.training.job import resolve_args, run
 
     base_dir, base_metrics = digits_base
     assert base_metrics["test_accuracy"] > 0.88
@@ -214,7 +214,7 @@ def test_killed_two_process_run_resumes_to_the_same_filters(digits_base, tmp_pat
 def test_nearest_centroid_targets_and_feature_term_known_answer():
     """feature_loss='centroid': a forget pair's target is the base's batch centroid of its nearest other
     class; features already there cost 0, features orthogonal to it cost 1, pairs with no centroid skip."""
-    from hf_unlearn.training import feature_forget_loss, nearest_centroid_targets
+    from hf_unlearn.training.untrain import feature_forget_loss, nearest_centroid_targets
 
     base = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 4.0], [3.0, 3.0]])
     labels = torch.tensor([0, 1, 1, 2])
@@ -244,7 +244,7 @@ def test_nearest_centroid_targets_and_feature_term_known_answer():
 def test_prototype_term_wants_the_forget_feature_nearer_the_target_than_its_own_class():
     """feature_loss='prototype': CE over cosine similarities to the batch centroids, label = the nearest
     other class; a feature on its own class's centroid costs much more than one on the target's."""
-    from hf_unlearn.training import batch_centroids, prototype_forget_loss
+    from hf_unlearn.training.untrain import batch_centroids, prototype_forget_loss
 
     base = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     centroids, present = batch_centroids(base, torch.tensor([0, 1, 1]), 4)
@@ -269,7 +269,7 @@ def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
     from tiny_models import build
 
     from hf_unlearn.evaluation.suite import penultimate_features
-    from hf_unlearn.training import feature_forget_loss, nearest_centroid_targets
+    from hf_unlearn.training.untrain import feature_forget_loss, nearest_centroid_targets
 
     torch.manual_seed(0)
     pixels, labels = torch.randn(64, 3, 8, 8), torch.arange(64) % 4

@@ -13,7 +13,7 @@ the forgotten classes from the model itself.
 ([3], 12.3, 0.01)
 ```
 
-Loaders are ordinary DataLoaders yielding ``{"pixel_values", "labels"}`` (``hf_unlearn.data.
+Loaders are ordinary DataLoaders yielding ``{"pixel_values", "labels"}`` (``hf_unlearn.data.loading.
 build_dataloader`` over ``class_subset(train, classes, keep=False)`` and ``keep=True``, or
 :func:`tensor_loaders` over preprocessed tensors). ``seconds`` is the wall time of the unlearning
 itself (everything the method computes, mask/Fisher/SVD included; the deep copy excluded).
@@ -165,7 +165,7 @@ def _collate(items):
 def tensor_loaders(pixel_values: torch.Tensor, labels: torch.Tensor, forget_classes: Sequence[int], *,
                    batch_size: int = 128, seed: int = 0, forget_batch_size: Optional[int] = None):
     """``(retain_loader, forget_loader)``: shuffled, seeded DataLoaders over preprocessed tensors
-    (e.g. ``hf_unlearn.data.to_tensor_dataset(...).tensors``), sharing them without copies."""
+    (e.g. ``hf_unlearn.data.loading.to_tensor_dataset(...).tensors``), sharing them without copies."""
     mask = torch.isin(labels, torch.as_tensor(list(forget_classes), dtype=labels.dtype))
     out = []
     for keep, bs, offset in ((~mask, batch_size, 0), (mask, forget_batch_size or batch_size, 1)):

@@ -1,6 +1,6 @@
 """Retrain from scratch without the forgotten class(es): the gold standard, as a baseline.
 
-Wraps :func:`hf_unlearn.retrain.retrain`: the base model's own recipe (its ``train_base_config.yaml``,
+Wraps :func:`hf_unlearn.training.retrain.retrain`: the base model's own recipe (its ``train_base_config.yaml``,
 read from ``base_dir``) is run by ``train_base`` on the training split minus the forgotten classes.
 The loaders passed to ``unlearn`` are not used: the recipe names its dataset, and training from
 scratch needs the whole split, not the loaders' batches. The recipe's own seed is used (so the
@@ -24,9 +24,9 @@ from .base import Unlearner
 
 
 def _recipe_options(base_dir: str, ids, output_dir: str) -> dict:
-    from ..base_training import CONFIG_FILENAME
-    from ..base_training import build_parser as base_parser
-    from ..retrain import parse_args
+    from ..training.base import CONFIG_FILENAME
+    from ..training.base import build_parser as base_parser
+    from ..training.retrain import parse_args
 
     if not (Path(base_dir) / CONFIG_FILENAME).is_file():
         raise FileNotFoundError(f"{base_dir} has no {CONFIG_FILENAME}: the retrain baseline needs the base recipe "
@@ -49,7 +49,7 @@ class Retrain(Unlearner):
     def _run(self, model, forget_ids, retain_loader, forget_loader, hp, *, device, seed, info):
         from transformers import AutoModelForImageClassification
 
-        from ..retrain import retrain
+        from ..training.retrain import retrain
 
         base_dir = hp["base_dir"] or getattr(model, "name_or_path", None)
         if not base_dir or not Path(str(base_dir)).is_dir():

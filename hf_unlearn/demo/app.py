@@ -74,7 +74,7 @@ def build_app(demo: UnlearnDemo, *, top_k: int = 3, title: Optional[str] = None)
         """Show the demo's input errors (and failed pushes) to the user instead of a traceback."""
         @functools.wraps(fn)  # Gradio reads the signature (gr.Progress) through __wrapped__
         def wrapper(*args, **kwargs):
-            from ..hub import PushError
+            from ..hub.core import PushError
 
             try:
                 return fn(*args, **kwargs)

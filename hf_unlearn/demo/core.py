@@ -9,9 +9,9 @@ dataset it was trained on, and answers what the app asks:
 - :meth:`~UnlearnDemo.accuracy`: per-class accuracy of both models on a small test sample, as rows
   for a bar chart, plus forget accuracy (FA) and retain accuracy (RA) of the chosen set;
 - :meth:`~UnlearnDemo.filter_map`: the filter map (``1 - alpha``) of the chosen rows and of their
-  product, drawn by :func:`hf_unlearn.explain.plot_filter_maps`;
+  product, drawn by :func:`hf_unlearn.explain.core.plot_filter_maps`;
 - :meth:`~UnlearnDemo.export_zip` / :meth:`~UnlearnDemo.push`: ``UnlearnAdapter.export`` as a zip
-  (with our model card) or pushed to the Hub with :func:`hf_unlearn.hub.push_exported`.
+  (with our model card) or pushed to the Hub with :func:`hf_unlearn.hub.core.push_exported`.
 
 Bad input (an unknown class, an empty set, an image of the wrong mode or size) raises
 :class:`DemoInputError` with a message that says what to do.
@@ -102,7 +102,7 @@ def check_image(image: Any, num_channels: int = 3):
 
 def recorded_dataset(folder: Union[str, os.PathLike]) -> Optional[str]:
     """The dataset an adapter folder records: its report / untraining metrics, else its training config."""
-    from ..cards import REPORT_FILENAMES
+    from ..hub.cards import REPORT_FILENAMES
 
     folder = Path(folder)
     for name in REPORT_FILENAMES:
@@ -132,7 +132,7 @@ class UnlearnDemo:
 
     Args:
         adapter: the :class:`~hf_unlearn.UnlearnAdapter` (with its image processor).
-        data: the test split (an :class:`hf_unlearn.data.ImageClassificationData`) for the gallery
+        data: the test split (an :class:`hf_unlearn.data.loading.ImageClassificationData`) for the gallery
             and the accuracy chart, or None (then only uploads work).
         source: the adapter's folder or Hub id (for the exported model's card).
         gallery_per_class: gallery images per class.
@@ -156,7 +156,7 @@ class UnlearnDemo:
         self._eval: Optional[tuple[Any, Any, Any]] = None  # pixel_values, labels, base predictions
         self._maps = None
         if data is not None:
-            from ..data import check_labels_match
+            from ..data.loading import check_labels_match
 
             check_labels_match(data, adapter.base_model.config)
 
@@ -176,7 +176,7 @@ class UnlearnDemo:
         ```
         """
         from ..adapter import UnlearnAdapter, _resolve_adapter_folder
-        from ..data import load_image_dataset
+        from ..data.loading import load_image_dataset
 
         folder = _resolve_adapter_folder(adapter, revision=revision, token=token)
         dataset = dataset or recorded_dataset(folder)
@@ -187,7 +187,7 @@ class UnlearnDemo:
             )
         model = UnlearnAdapter.from_pretrained(folder, base_model=base_model, token=token)
         data = load_image_dataset(dataset, split=split)
-        from ..cards import REPORT_FILENAMES
+        from ..hub.cards import REPORT_FILENAMES
 
         report = next((folder / n for n in REPORT_FILENAMES if (folder / n).is_file()), None)
         return cls(model, data, source=str(adapter), report=report, **kwargs)
@@ -342,7 +342,7 @@ class UnlearnDemo:
         one more row: the set's own (``1 - prod(alpha)``, the rows multiplied as at inference)."""
         import numpy as np
 
-        from ..explain import filter_maps
+        from ..explain.core import filter_maps
 
         ids = self.forget_ids(forget, allow_empty=False)
         if self._maps is None:
@@ -360,8 +360,8 @@ class UnlearnDemo:
 
     def filter_map(self, forget: Any, path: Union[str, os.PathLike, None] = None) -> Path:
         """A PNG of :meth:`filter_map_rows`, every filtered layer on one page, drawn by
-        :func:`hf_unlearn.explain.plot_filter_maps`. Returns the PNG's path."""
-        from ..explain import plot_filter_maps
+        :func:`hf_unlearn.explain.core.plot_filter_maps`. Returns the PNG's path."""
+        from ..explain.core import plot_filter_maps
 
         names, chosen = self.filter_map_rows(forget)
         folder = Path(tempfile.mkdtemp(prefix="filter-map-", dir=self.workdir))
@@ -377,7 +377,7 @@ class UnlearnDemo:
 
         Returns the path of ``<name>.zip``, e.g. ``resnet-without-coat.zip``.
         """
-        from ..cards import write_exported_card
+        from ..hub.cards import write_exported_card
 
         ids = self.forget_ids(forget, allow_empty=False)
         model = self.adapter.export(forget=ids)
@@ -395,12 +395,12 @@ class UnlearnDemo:
         return Path(archive)
 
     def push(self, forget: Any, repo_id: str, token: Optional[str] = None):
-        """Push ``export(forget)`` with its card to ``repo_id`` (:func:`hf_unlearn.hub.push_exported`).
+        """Push ``export(forget)`` with its card to ``repo_id`` (:func:`hf_unlearn.hub.core.push_exported`).
 
-        Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.PushError` without a token.
+        Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.core.PushError` without a token.
         """
-        from ..cards import looks_like_hub_id
-        from ..hub import push_exported, require_token
+        from ..hub.cards import looks_like_hub_id
+        from ..hub.core import push_exported, require_token
 
         ids = self.forget_ids(forget, allow_empty=False)
         if not repo_id or not looks_like_hub_id(repo_id) or "/" not in repo_id:

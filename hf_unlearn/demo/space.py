@@ -1,5 +1,5 @@
 """The demo as a Hugging Face Space: the files (:func:`space_files`, :func:`write_space`) and the push
-(:func:`push_space`, one commit through :func:`hf_unlearn.hub._commit_folder`).
+(:func:`push_space`, one commit through :func:`hf_unlearn.hub.core._commit_folder`).
 
 A Space folder holds ``app.py`` (it calls :func:`hf_unlearn.demo.app.create_app` on the adapter's
 Hub id: the same app as ``hf-unlearn demo``), ``requirements.txt`` (this release of
@@ -55,7 +55,7 @@ def gradio_version() -> str:
 
 
 def _check_repo_id(repo_id: str, what: str) -> None:
-    from ..cards import looks_like_hub_id
+    from ..hub.cards import looks_like_hub_id
 
     if not isinstance(repo_id, str) or "/" not in repo_id or not looks_like_hub_id(repo_id):
         hint = (": a Space loads the adapter from the Hub, so push the adapter first (hf-unlearn push ADAPTER ORG/NAME)"
@@ -69,7 +69,7 @@ def space_files(adapter_repo: str, *, dataset: Optional[str], base_model: Option
     from huggingface_hub import SpaceCard, SpaceCardData
 
     from .. import __version__
-    from ..cards import TAGS, hub_dataset_id, looks_like_hub_id
+    from ..hub.cards import TAGS, hub_dataset_id, looks_like_hub_id
 
     _check_repo_id(adapter_repo, "The adapter")
     if not dataset:
@@ -125,12 +125,12 @@ def push_space(space_id: str, adapter_repo: str, *, token: Union[None, bool, str
                private: Optional[bool] = None, commit_message: Optional[str] = None, **kwargs):
     """Create (if needed) the Gradio Space ``space_id`` and push its files in one commit.
 
-    Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.PushError` without a token, offline,
+    Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.core.PushError` without a token, offline,
     or when the Hub refuses (nothing is committed then).
     """
     from huggingface_hub import HfApi
 
-    from ..hub import PushError, _check_online, _http_status, require_token
+    from ..hub.core import PushError, _check_online, _http_status, require_token
 
     _check_repo_id(space_id, "The Space")
     files = space_files(adapter_repo, **kwargs)

@@ -8,7 +8,7 @@ to the base model and the retrain references. Importing this package is
 cheap (numpy only); scikit-learn, matplotlib, torch/accelerate and evaluate are imported inside
 the functions that need them.
 
-Two `evaluate` metric modules ship in ``hf_unlearn/evaluation/metrics/`` (a data folder, not a
+Two `evaluate` metric modules ship in ``hf_unlearn/evaluation/evaluate_modules/`` (a data folder, not a
 package: ``hf_unlearn.evaluation.metrics`` is the ``metrics.py`` module). Load them offline
 with :func:`load_metric`::
 
@@ -51,7 +51,7 @@ from .suite import (
     random_reference_model,
 )
 
-METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"
 METRIC_NAMES = ("forget_retain_accuracy", "mia_efficacy")
 
 __all__ = [

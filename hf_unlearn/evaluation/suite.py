@@ -36,7 +36,7 @@ Example:
 
 ```py
 >>> from hf_unlearn import UnlearnAdapter
->>> from hf_unlearn.data import load_image_dataset
+>>> from hf_unlearn.data.loading import load_image_dataset
 >>> from hf_unlearn.evaluation import evaluate_unlearning, write_report
 >>> adapter = UnlearnAdapter.from_pretrained("runs/wf-resnet")
 >>> train = load_image_dataset("fashion_mnist", split="train")
@@ -117,7 +117,7 @@ DEFINITIONS = {
     "retrain under the same budget. Near the retrain = the class comes back no faster than in a model "
     "that never learned it.",
     "retrain": "the gold standard: the base recipe trained from scratch without the forgotten "
-    "class(es), keeping all N outputs (hf_unlearn.retrain).",
+    "class(es), keeping all N outputs (hf_unlearn.training.retrain).",
 }
 
 
@@ -487,14 +487,14 @@ def _class_ids(refs, num_classes: int, label2id: Mapping[str, int]) -> list[int]
 
 
 def _labels_of(data, role: str) -> np.ndarray:
-    from ..data import ImageClassificationData
+    from ..data.loading import ImageClassificationData
 
     if not isinstance(data, ImageClassificationData):
-        raise TypeError(f"data_{role} must be an ImageClassificationData (hf_unlearn.data.load_image_dataset), "
+        raise TypeError(f"data_{role} must be an ImageClassificationData (hf_unlearn.data.loading.load_image_dataset), "
                         f"got {type(data).__name__}.")
     if data.streaming:
         raise ValueError(f"The {role} split {data.split!r} of {data.source!r} is streamed: evaluation needs a "
-                         "map-style split (streaming=False; subsample it with hf_unlearn.data.subsample).")
+                         "map-style split (streaming=False; subsample it with hf_unlearn.data.loading.subsample).")
     if len(data.dataset) == 0:
         raise ValueError(f"The {role} split {data.split!r} of {data.source!r} is empty: nothing to evaluate.")
     return np.asarray(data.dataset[data.label_column], dtype=np.int64)
@@ -679,7 +679,7 @@ def evaluate_unlearning(
         ValueError: the splits' classes do not match the model, a split is empty, a forget class has
             no samples in a split, or the image processor does not fit the model's channels.
     """
-    from ..data import build_dataloader, check_labels_match, check_processor_fits
+    from ..data.loading import build_dataloader, check_labels_match, check_processor_fits
 
     start = time.perf_counter()
     plain, adapter, processor, description = _load_target(target, image_processor)
@@ -1084,8 +1084,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
     from ..adapter import UnlearnAdapter
-    from ..data import load_image_dataset, subsample
-    from ..retrain import retrain_dirs_from_root
+    from ..data.loading import load_image_dataset, subsample
+    from ..training.retrain import retrain_dirs_from_root
     from .report import write_report
 
     if args.num_threads:
@@ -1155,7 +1155,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
 def _evaluate_set_sizes(args, adapter, test, accelerator, progress) -> dict:
     """``--set_sizes``: random sets of each size on the test split (written to sets.md next to the report)."""
-    from ..data import build_dataloader
+    from ..data.loading import build_dataloader
     from .sets import evaluate_set_sizes, format_set_sizes
 
     if adapter is None:

@@ -101,7 +101,7 @@ def check_validation_classes(labels: Sequence[int], num_classes: int, class_name
 def _validation_choices(labels: torch.Tensor, num_classes: int, *, retain_rows: int, max_set_size: int,
                         generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """``(K, B, width)`` forget choices for a validation batch and the kind of each of the K passes."""
-    from .training import sample_forget_sets
+    from .untrain import sample_forget_sets
 
     b = labels.shape[0]
     width = max(1, min(max_set_size, num_classes - 1))
@@ -257,7 +257,7 @@ def plot_convergence(history: Sequence[dict], path, *, target_forget_acc: float 
     >>> plot_convergence(metrics["convergence"]["history"], "runs/wf/convergence.png")
     ```
     """
-    from .evaluation.plots import _new_figure, _save
+    from ..evaluation.plots import _new_figure, _save
 
     if not history:
         raise ValueError("No convergence measurement to plot (was eval_every > 0?).")

@@ -43,7 +43,7 @@ Example:
 
 ```py
 >>> from hf_unlearn import UnlearnAdapter
->>> from hf_unlearn import explain
+>>> from hf_unlearn.explain import core as explain
 >>> adapter = UnlearnAdapter.from_pretrained("runs/wf-resnet")
 >>> maps = explain.filter_maps(adapter)                      # {layer: (10, out) of 1 - alpha}
 >>> sim = explain.row_similarity(maps); explain.cluster_rows(sim)["order"]
@@ -152,7 +152,7 @@ def _torch():
 def _as_adapter(obj, what: str = "This function"):
     from peft import PeftModel
 
-    from .adapter import UnlearnAdapter
+    from ..adapter import UnlearnAdapter
 
     if isinstance(obj, UnlearnAdapter):
         return obj
@@ -390,7 +390,7 @@ def confusion_matrix(model, loader, num_classes: Optional[int] = None, *, progre
                      desc: str = "confusion (base model)") -> np.ndarray:
     """Counts ``C[true, predicted]`` of the base model (an adapter with no class selected) over ``loader``.
 
-    ``loader`` yields ``{"pixel_values", "labels"}`` dicts (``hf_unlearn.data.build_dataloader``)
+    ``loader`` yields ``{"pixel_values", "labels"}`` dicts (``hf_unlearn.data.loading.build_dataloader``)
     or ``(pixel_values, labels)`` pairs.
     """
     torch = _torch()
@@ -929,13 +929,13 @@ def insertion_auc(model, image, saliency, target, steps: int = 16, baseline: Any
 
 
 def _new_figure(width: float, height: float):
-    from .evaluation.plots import _new_figure as new
+    from ..evaluation.plots import _new_figure as new
 
     return new(width, height)
 
 
 def _save(fig, path) -> Path:
-    from .evaluation.plots import _save as save
+    from ..evaluation.plots import _save as save
 
     return save(fig, path)
 
@@ -1541,7 +1541,7 @@ def _markdown(r: Mapping[str, Any]) -> str:
 
 def write_explain_report(report: Mapping[str, Any], out_dir, *, name: str = "explain") -> tuple[Path, Path]:
     """Write ``{out_dir}/{name}.json`` (everything) and ``{name}.md`` (tables), atomically."""
-    from .evaluation.report import write_report
+    from ..evaluation.report import write_report
 
     return write_report(report, out_dir, name=name, markdown=_markdown)
 
@@ -1600,8 +1600,8 @@ def _refs(values):
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """``hf-unlearn explain`` / ``recipes/explain.py``: parse ``argv``, run :func:`explain_adapter`, write the report."""
     torch = _torch()
-    from .adapter import UnlearnAdapter
-    from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
+    from ..adapter import UnlearnAdapter
+    from ..data.loading import build_dataloader, check_labels_match, load_image_dataset, subsample
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

@@ -3,7 +3,7 @@
 :func:`adapter_card` and :func:`exported_card` return a :class:`huggingface_hub.ModelCard`:
 YAML metadata (with a ``model-index`` of the evaluation results, which ``ModelCard.load`` reads
 back), a results table, how to use it, what was unlearned, its limits and the command that
-reproduces it. The Jinja templates live in ``hf_unlearn/templates/``.
+reproduces it. The Jinja templates live in ``hf_unlearn/hub/templates/``.
 
 The optional ``report`` is either the ``untraining_metrics.json`` that ``hf-unlearn train`` writes
 (keys ``evaluation``, ``dataset``, ``base_model``, ``seed``, ...) or an evaluation report dict as
@@ -14,7 +14,7 @@ The optional ``report`` is either the ``untraining_metrics.json`` that ``hf-unle
 Example:
 
 ```py
->>> from hf_unlearn.cards import adapter_card
+>>> from hf_unlearn.hub.cards import adapter_card
 >>> card = adapter_card(adapter, "runs/wf-resnet/untraining_metrics.json", repo_id="me/resnet-wf")
 >>> card.save("README.md")
 ```
@@ -228,7 +228,7 @@ def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None
 
     ``class_names`` label the rows when the report has none (``untraining_metrics.json`` does not).
     """
-    from .evaluation.report import _markdown, to_jsonable
+    from ..evaluation.report import _markdown, to_jsonable
 
     data_in = dict(report)
     if class_names and not data_in.get("class_names"):

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .training import UntrainingArguments
+from .untrain import UntrainingArguments
 
 CONFIG_FILENAME = "untraining_config.yaml"
 METRICS_FILENAME = "untraining_metrics.json"
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapter.add_argument("--target_modules", nargs="+", default=None, help="default: per model_type")
     adapter.add_argument("--parametrization", choices=["sigmoid", "clamp"], default="sigmoid")
     adapter.add_argument("--init_logit_max", type=float, default=3.0)
-    train = parser.add_argument_group("untraining (hf_unlearn.training.UntrainingArguments)")
+    train = parser.add_argument_group("untraining (hf_unlearn.training.untrain.UntrainingArguments)")
     for f in fields(UntrainingArguments):
         if f.name == "progress":
             continue
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``--config file.yaml`` pre-fills defaults; flags given on the command line win."""
-    from .run_utils import parse_with_config
+    from ..run_utils import parse_with_config
 
     parser = build_parser()
     args = parse_with_config(parser, argv, adjust=_epochs_on_command_line)
@@ -137,12 +137,12 @@ def run(args: argparse.Namespace) -> dict:
     from accelerate.utils import DataLoaderConfiguration
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from .adapter import UnlearnAdapter, canonical_base_model_path, check_local_path
-    from .cards import write_adapter_card
-    from .run_utils import machine_info, package_versions, write_yaml_config
-    from .data import build_dataloader, check_labels_match, load_image_dataset, subsample
-    from .training import untrain
-    from .tuners.weight_filter import WeightFilterConfig
+    from ..adapter import UnlearnAdapter, canonical_base_model_path, check_local_path
+    from ..hub.cards import write_adapter_card
+    from ..run_utils import machine_info, package_versions, write_yaml_config
+    from ..data.loading import build_dataloader, check_labels_match, load_image_dataset, subsample
+    from .untrain import untrain
+    from ..tuners.weight_filter import WeightFilterConfig
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         log_with=args.report_to,
         project_dir=args.output_dir,
         # even_batches=False: no padding, every example exactly once per epoch under DDP (the loop
-        # keeps ranks with unequal shares in step; see hf_unlearn.training).
+        # keeps ranks with unequal shares in step; see hf_unlearn.training.untrain).
         dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
     )
     out = Path(args.output_dir)
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> dict:
         )
     check_labels_match(train_data, base.config)
     if args.eval_set_sizes:  # a set larger than the class count fails now, not after the round
-        from .evaluation.sets import random_sets
+        from ..evaluation.sets import random_sets
 
         for size in args.eval_set_sizes:
             random_sets(base.config.num_labels, size, args.eval_sets_per_size, seed=targs.seed)
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         "machine": machine_info(accelerator),
     }
     if args.eval_split:
-        from .evaluation.runner import evaluate_rows
+        from ..evaluation.runner import evaluate_rows
 
         eval_data = load_image_dataset(args.dataset, split=args.eval_split, image_column=args.image_column,
                                        label_column=args.label_column, revision=args.dataset_revision)
@@ -281,7 +281,7 @@ def run(args: argparse.Namespace) -> dict:
             "matrix": result["matrix"].tolist(),
         }
         if args.eval_pairs:
-            from .evaluation.runner import evaluate_sets
+            from ..evaluation.runner import evaluate_sets
 
             pairs = random_pairs(adapter.num_classes, args.eval_pairs, seed=targs.seed)
             results = evaluate_sets(adapter, eval_loader, pairs, accelerator=accelerator, progress=False)
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> dict:
                 "worst_retain_drop": max(r["retain_drop"] for r in results),
             }
         if args.eval_set_sizes:
-            from .evaluation.sets import evaluate_set_sizes
+            from ..evaluation.sets import evaluate_set_sizes
 
             metrics["evaluation"]["set_sizes"] = evaluate_set_sizes(
                 adapter, eval_loader, args.eval_set_sizes, args.eval_sets_per_size, seed=targs.seed,
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> dict:
                     f"mean retain drop {p['mean_retain_drop']:.2f} pt (worst {p['worst_retain_drop']:.2f} pt)"
                 )
             if "set_sizes" in ev:
-                from .evaluation.sets import format_set_sizes
+                from ..evaluation.sets import format_set_sizes
 
                 accelerator.print(format_set_sizes(ev["set_sizes"], adapter.id2label))
     if args.report_to:
@@ -347,7 +347,7 @@ PREVIOUS_RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", CONFIG
 
 def run_config_hash(args: argparse.Namespace) -> str:
     """Hash of everything that decides what a run trains (stored with each checkpoint)."""
-    from .training import config_hash
+    from .untrain import config_hash
 
     return config_hash({k: v for k, v in vars(args).items() if k not in _NOT_IN_RUN_HASH})
 
@@ -358,7 +358,7 @@ def check_output_dir(args: argparse.Namespace, run_hash: str) -> None:
     Another run's adapter or checkpoints there need ``--resume`` (same configuration: the
     checkpoint's stored hash must match) or ``--overwrite_output_dir`` (transformers' convention).
     """
-    from .training import _find_checkpoint
+    from .untrain import _find_checkpoint
 
     out = Path(args.output_dir).expanduser().resolve()
     base = Path(str(args.base_model)).expanduser()
@@ -397,7 +397,7 @@ def classes_without_rows(data) -> list:
 
     if data.streaming:
         return []
-    from .data import _label_array
+    from ..data.loading import _label_array
 
     import numpy as np
 
@@ -431,7 +431,7 @@ def split_validation(args: argparse.Namespace, train_data, targs: UntrainingArgu
     from dataclasses import replace
 
     from .convergence import check_validation_classes, stratified_validation_indices
-    from .data import _label_array, load_image_dataset, subsample
+    from ..data.loading import _label_array, load_image_dataset, subsample
 
     if not targs.eval_every:
         return train_data, None
@@ -459,8 +459,8 @@ def _forget_class_weights(train_data, targs: UntrainingArguments):
     """Inverse-frequency weights of the forget term (None if the classes are balanced, or streaming)."""
     if not targs.balance_forget or train_data.streaming:
         return None
-    from .data import _label_array
-    from .training import forget_class_weights
+    from ..data.loading import _label_array
+    from .untrain import forget_class_weights
 
     return forget_class_weights(_label_array(train_data.dataset, train_data.label_column), train_data.num_classes)
 
@@ -476,7 +476,7 @@ def random_pairs(num_classes: int, count: int, seed: int = 0) -> list[list[int]]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    from .run_utils import end_distributed
+    from ..run_utils import end_distributed
 
     metrics = run(parse_args(argv))
     end_distributed()

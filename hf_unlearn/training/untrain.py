@@ -49,7 +49,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .tuners.weight_filter import WeightFilterLayer
+from ..tuners.weight_filter import WeightFilterLayer
 
 
 @dataclass
@@ -88,7 +88,7 @@ class UntrainingArguments:
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0 = no intermediate checkpoints
     max_steps: int = 0  # stop after this many optimiser steps (0 = use epochs); the budget with eval_every
-    # Convergence-driven rounds (hf_unlearn.convergence): with eval_every > 0 and a validation loader the
+    # Convergence-driven rounds (hf_unlearn.training.convergence): with eval_every > 0 and a validation loader the
     # round measures every row every eval_every steps and stops when the worst row's forget accuracy is
     # <= target_forget_acc (%) and the retain accuracy stopped improving (patience measurements).
     eval_every: int = 0  # steps between validation measurements; 0 = no convergence check
@@ -272,7 +272,7 @@ class capture_features:
     """
 
     def __init__(self, model):
-        from .evaluation.suite import classifier_module
+        from ..evaluation.suite import classifier_module
 
         self.module = classifier_module(model)
         self.store: list = []
@@ -416,7 +416,7 @@ def untrain(
         train_loader: a DataLoader yielding ``{"pixel_values", "labels"}`` over the training split
             (all classes). Map-style loaders are sharded by ``accelerator.prepare``; pass an
             ``IterableDataset`` loader already sharded per rank only if you know what you do (see
-            ``hf_unlearn.data``).
+            ``hf_unlearn.data.loading``).
         accelerator: an ``accelerate.Accelerator`` (one is made if None).
         output_dir: where ``checkpoint-<step>`` folders go (with ``args.checkpoint_every``).
         resume_from: a checkpoint folder, or ``"latest"`` for the newest one in ``output_dir``.
@@ -426,7 +426,7 @@ def untrain(
             resuming from a checkpoint of another configuration is refused. Default: a hash of ``args``.
         validation_loader: with ``args.eval_every > 0``, an unshuffled loader over a validation split
             (every class present): the round is measured on it every ``eval_every`` steps and stops when
-            it has converged (see :mod:`hf_unlearn.convergence`); ``args.max_steps`` is the budget.
+            it has converged (see :mod:`hf_unlearn.training.convergence`); ``args.max_steps`` is the budget.
         forget_class_weights: optional ``(num_classes,)`` weights of the forget term per class (inverse
             class frequency from :func:`forget_class_weights`), so that every row gets the same signal.
 
@@ -721,7 +721,7 @@ def _find_checkpoint(output_dir: Optional[str], resume_from: str, run_config_has
     raise FileNotFoundError(f"No complete checkpoint-* folder in {output_dir} to resume from.")
 
 
-# -- convergence-driven rounds (hf_unlearn.convergence) ------------------------------------------
+# -- convergence-driven rounds (hf_unlearn.training.convergence) ------------------------------------------
 
 TRACKER_FILENAME = "convergence.json"
 

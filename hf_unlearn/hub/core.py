@@ -3,7 +3,7 @@
 - :func:`download_adapter`: an adapter repo into the cache (clear errors for a missing repo or
   revision, an offline cache miss, pickle-only weights).
 - :func:`push_adapter` (``UnlearnAdapter.push_to_hub``) and :func:`push_exported`: one commit each,
-  with a generated model card (see :mod:`hf_unlearn.cards`) and the evaluation report.
+  with a generated model card (see :mod:`hf_unlearn.hub.cards`) and the evaluation report.
 - :func:`cli_push`, :func:`add_push_arguments`, :func:`push_exported_from_args`: the command line.
 
 Only the standard library is imported at module level (``hf_unlearn.adapter`` imports this module).
@@ -37,7 +37,7 @@ def download_adapter(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from .adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from ..adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     try:
         folder = Path(
@@ -148,7 +148,7 @@ def _cached_hub_report(repo_id: str, revision: Optional[str] = None) -> Optional
 
 def _stage_report(report, folder: Path, id2label: Optional[Mapping] = None) -> Optional[dict]:
     from .cards import load_report, report_markdown
-    from .evaluation.report import to_jsonable
+    from ..evaluation.report import to_jsonable
 
     data = load_report(report)
     if data is None:
@@ -355,7 +355,7 @@ def cli_push(argv: Optional[Sequence[str]] = None):
     args = build_push_parser().parse_args(argv)
     token = require_token(args.token)  # before loading anything
     _check_online()
-    from .adapter import UnlearnAdapter
+    from ..adapter import UnlearnAdapter
 
     adapter = UnlearnAdapter.from_pretrained(args.adapter, base_model=args.base_model, token=token)
     if args.hub_base_model:
@@ -373,7 +373,7 @@ def cli_push(argv: Optional[Sequence[str]] = None):
     )
     print(f"pushed {args.adapter} to {args.repo_id} (commit {info.oid}): {info.commit_url}")
     if args.space:
-        from .demo.space import push_space
+        from ..demo.space import push_space
 
         space_info = push_space(args.space, args.repo_id, token=token, private=args.private or None, **space_kwargs)
         print(f"pushed the demo Space {args.space} (commit {space_info.oid}): "
@@ -385,8 +385,8 @@ def _space_arguments(args: argparse.Namespace, folder: Optional[Path], adapter) 
     """The Space's settings for ``--space`` (its dataset), checked before anything is pushed."""
     if not args.space:
         return {}
-    from .demo.core import recorded_dataset
-    from .demo.space import _check_repo_id, space_files
+    from ..demo.core import recorded_dataset
+    from ..demo.space import _check_repo_id, space_files
 
     from .cards import looks_like_hub_id
 

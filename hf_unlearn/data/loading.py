@@ -28,7 +28,7 @@ Example:
 
 ```py
 >>> from transformers import ViTImageProcessor
->>> from hf_unlearn.data import load_image_dataset, build_dataloader
+>>> from hf_unlearn.data.loading import load_image_dataset, build_dataloader
 >>> data = load_image_dataset("fashion_mnist", split="train")
 >>> data.num_classes, data.class_names[:2]
 (10, ['T-shirt/top', 'Trouser'])

@@ -2,7 +2,7 @@
 
 A retrain reference is the base model's own recipe (same preset or checkpoint, epochs, batch size,
 learning rate, schedule, seed, ``max_train_samples``) run by
-:func:`hf_unlearn.base_training.train_base` on the training split minus the samples of the
+:func:`hf_unlearn.training.base.train_base` on the training split minus the samples of the
 forgotten class(es). The model keeps all N outputs (the forgotten ones are simply never trained),
 so every metric compares one to one with the unlearned model. With ``max_train_samples`` the
 same seeded subset as the base is drawn first, then the forgotten classes are dropped from it.
@@ -92,7 +92,7 @@ def retrain(options: Union[argparse.Namespace, Mapping[str, Any]], classes: Iter
     ``options`` are ``train_base`` options (a dict or namespace); ``options["output_dir"]`` is the
     model folder.
     """
-    from .base_training import train_base
+    from .base import train_base
 
     values = dict(vars(options)) if isinstance(options, argparse.Namespace) else dict(options)
     ids = sorted({int(c) for c in classes})
@@ -128,7 +128,7 @@ def retrain(options: Union[argparse.Namespace, Mapping[str, Any]], classes: Iter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .base_training import build_parser as base_parser
+    from .base import build_parser as base_parser
 
     parser = base_parser()
     parser.description = ("Retrain the base recipe from scratch without the forgotten class(es): the retrain "
@@ -154,8 +154,8 @@ _RETRAIN_KEYS = ("base_dir", "classes", "together", "skip_existing")
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``--base_dir`` (then ``--config``) pre-fill the recipe; flags given on the command line win."""
-    from .base_training import CONFIG_FILENAME, _explicit_dests, drop_replaced_alternative
-    from .run_utils import load_yaml_options, parse_with_config
+    from .base import CONFIG_FILENAME, _explicit_dests, drop_replaced_alternative
+    from ..run_utils import load_yaml_options, parse_with_config
 
     parser = build_parser()
 
@@ -184,7 +184,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _units(args, class_names: Sequence[str]) -> list[list[int]]:
-    from .tuners.weight_filter.selection import resolve_class
+    from ..tuners.weight_filter.selection import resolve_class
 
     n = len(class_names)
     label2id = {name: i for i, name in enumerate(class_names)}
@@ -198,8 +198,8 @@ def _units(args, class_names: Sequence[str]) -> list[list[int]]:
 
 def run(args: argparse.Namespace) -> dict:
     """Train every requested retrain reference; returns (and writes) the summary."""
-    from .base_training import build_parser as base_parser
-    from .data import load_image_dataset
+    from .base import build_parser as base_parser
+    from ..data.loading import load_image_dataset
 
     base_keys = set(vars(base_parser().parse_args([])))
     options = {k: v for k, v in vars(args).items() if k in base_keys and k != "config"}
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """``recipes/retrain.py`` / ``hf-unlearn retrain``."""
-    from .run_utils import end_distributed
+    from ..run_utils import end_distributed
 
     metrics = run(parse_args(argv))
     end_distributed()

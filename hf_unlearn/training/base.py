@@ -3,7 +3,7 @@
 The loop behind ``recipes/train_base.py``, importable so that tests and other recipes can call it:
 
 ```py
->>> from hf_unlearn.base_training import train_base
+>>> from hf_unlearn.training.base import train_base
 >>> metrics = train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 2,
 ...                       "output_dir": "runs/base-digits"})
 >>> metrics["test_accuracy"]
@@ -27,7 +27,7 @@ import os
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .run_utils import end_distributed, machine_info, package_versions, parse_with_config, write_yaml_config
+from ..run_utils import end_distributed, machine_info, package_versions, parse_with_config, write_yaml_config
 
 __all__ = ["build_parser", "parse_args", "resolve_args", "train_base", "evaluate_accuracy", "main",
            "CONFIG_FILENAME", "METRICS_FILENAME"]
@@ -155,7 +155,7 @@ def resolve_args(args: Union[argparse.Namespace, Mapping[str, Any], None] = None
 
 
 def _load_data(args, split: str, max_samples: Optional[int]):
-    from .data import load_image_dataset, subsample
+    from ..data.loading import load_image_dataset, subsample
 
     data = load_image_dataset(
         args.dataset, split=split, streaming=args.streaming, image_column=args.image_column,
@@ -168,7 +168,7 @@ def _without_classes(data, classes):
     """The training split minus ``classes`` (ids unchanged), and the class counts left in it."""
     import numpy as np
 
-    from .data import class_subset
+    from ..data.loading import class_subset
 
     ids = sorted({int(c) for c in classes})
     bad = [c for c in ids if not 0 <= c < data.num_classes]
@@ -186,7 +186,7 @@ def _without_classes(data, classes):
 def _build_model(args, data):
     id2label = data.id2label
     if args.preset:
-        from .presets import DATASET_STATS, build_preset
+        from ..presets import DATASET_STATS, build_preset
 
         mean, std = args.image_mean, args.image_std
         if mean is None and args.dataset in DATASET_STATS:
@@ -287,7 +287,7 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from .data import build_dataloader, check_labels_match, num_batches
+    from ..data.loading import build_dataloader, check_labels_match, num_batches
 
     args = resolve_args(args, **overrides)
     start_wall = time.perf_counter()

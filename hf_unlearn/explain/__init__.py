@@ -1,0 +1,1 @@
+"""Explainability: what the filters say about each class (filter maps, saliency, faithfulness, plots)."""

@@ -1,0 +1,1 @@
+"""The Hub: downloading and pushing adapters and exported models, and their model cards."""
