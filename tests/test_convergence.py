@@ -68,7 +68,7 @@ def test_measure_rows_matches_the_full_accuracy_matrix():
     per-row evaluation on the same data (each row runs on all of its class's samples)."""
     from tiny_models import build
 
-    from hf_unlearn.evaluation.runner import evaluate_rows
+    from hf_unlearn.evaluation.predict import evaluate_rows
 
     torch.manual_seed(0)
     adapter = UnlearnAdapter.attach(build("resnet"))

@@ -262,7 +262,7 @@ def _uneven_eval_worker(out_prefix, sizes, batch_size):
     from torch.utils.data import DataLoader
 
     from hf_unlearn.evaluation.gather import collect_predictions
-    from hf_unlearn.evaluation.runner import predict_choices
+    from hf_unlearn.evaluation.predict import predict_choices
 
     accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(even_batches=False))
     adapter = make_adapter()
@@ -279,7 +279,7 @@ def _uneven_eval_worker(out_prefix, sizes, batch_size):
 def test_two_rank_evaluation_with_uneven_batches_sees_every_sample_once(tmp_path):
     from ddp import launch_two_ranks
 
-    from hf_unlearn.evaluation.runner import predict_choices
+    from hf_unlearn.evaluation.predict import predict_choices
 
     # 13: the ranks' last batches differ in size (4+4 vs 4+1); 9: one rank has a batch fewer
     batch_size, sizes = 4, (13, 9)
@@ -363,7 +363,7 @@ def test_output_dir_equal_to_the_base_model_folder_is_refused(digits_base):
 
 
 def test_the_adapter_is_saved_before_the_evaluation(digits_base, tmp_path, monkeypatch):
-    import hf_unlearn.evaluation.runner as runner
+    import hf_unlearn.evaluation.predict as runner
     from hf_unlearn.training.job import run
 
     def broken(*args, **kwargs):

@@ -20,7 +20,7 @@ def test_random_sets_are_distinct_seeded_and_checked():
 def test_set_sizes_match_the_per_set_evaluation():
     from tiny_models import build
 
-    from hf_unlearn.evaluation.runner import evaluate_sets
+    from hf_unlearn.evaluation.predict import evaluate_sets
 
     torch.manual_seed(0)
     adapter = UnlearnAdapter.attach(build("resnet"))

@@ -71,7 +71,7 @@ def evaluate_set_sizes(adapter, loader, set_sizes: Sequence[int], sets_per_size:
     Returns ``{"by_size": {"3": summary, ...}, "sets": {"3": [per-set results], ...}}`` (percent); one
     pass over ``loader`` per size, every set of that size in the same forward.
     """
-    from .runner import evaluate_sets
+    from .predict import evaluate_sets
 
     sizes = sorted({int(s) for s in set_sizes})
     sets_by_size = {s: random_sets(adapter.num_classes, s, sets_per_size, seed=seed) for s in sizes}  # checks first

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         "machine": machine_info(accelerator),
     }
     if args.eval_split:
-        from ..evaluation.runner import evaluate_rows
+        from ..evaluation.predict import evaluate_rows
 
         eval_data = load_image_dataset(args.dataset, split=args.eval_split, image_column=args.image_column,
                                        label_column=args.label_column, revision=args.dataset_revision)
@@ -281,7 +281,7 @@ def run(args: argparse.Namespace) -> dict:
             "matrix": result["matrix"].tolist(),
         }
         if args.eval_pairs:
-            from ..evaluation.runner import evaluate_sets
+            from ..evaluation.predict import evaluate_sets
 
             pairs = random_pairs(adapter.num_classes, args.eval_pairs, seed=targs.seed)
             results = evaluate_sets(adapter, eval_loader, pairs, accelerator=accelerator, progress=False)
