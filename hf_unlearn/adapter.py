@@ -16,12 +16,11 @@ from peft import PeftModel, get_peft_model
 from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
-from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, compare_layouts, resolve_class
-
-ADAPTER_WEIGHTS = SAFETENSORS_WEIGHTS_NAME  # PEFT's names: "adapter_model.safetensors"
-ADAPTER_CONFIG = CONFIG_NAME  # "adapter_config.json"
 from .hub.cards import write_adapter_card
-from .hub.core import PICKLE_SUFFIXES
+from .hub.download import PICKLE_SUFFIXES, download_adapter
+from .hub.push import push_adapter
+from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, compare_layouts, resolve_class
+from .tuners.weight_filter.config import UnlearnPeftType
 
 
 class UnlearnAdapter:
@@ -116,7 +115,7 @@ class UnlearnAdapter:
 
         Only safetensors files are read: a repo that holds pickle weights instead is refused.
         """
-        folder = _resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        folder = resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
         check_peft_type(folder)
         config = WeightFilterConfig.from_pretrained(folder)
         check_adapter_tensors(folder, config)  # before the base model is touched
@@ -277,7 +276,7 @@ class UnlearnAdapter:
             # Each file lands by an atomic rename; the config goes last, so a folder that has an
             # adapter_config.json always has the weights it describes. Other files are left alone.
             names = sorted(p.name for p in tmp.iterdir())
-            names.sort(key=lambda n: n == ADAPTER_CONFIG)
+            names.sort(key=lambda n: n == CONFIG_NAME)
             for name in names:
                 os.replace(tmp / name, target / name)
         finally:
@@ -317,8 +316,6 @@ class UnlearnAdapter:
         The base model is recorded by ``config.base_model_name_or_path``: make it a Hub id
         (not a local folder) so that others can load the adapter.
         """
-        from .hub.core import push_adapter
-
         return push_adapter(
             self, repo_id, token=token, private=private, revision=revision,
             commit_message=commit_message, report=report, command=command,
@@ -343,28 +340,37 @@ def refuse_pickle(folder: Path, what: str) -> None:
     PEFT fall back to unpickling the ``.bin``).
     """
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    if ADAPTER_WEIGHTS not in names:
+    if SAFETENSORS_WEIGHTS_NAME not in names:
         pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
         if pickles:
             raise ValueError(
-                f"{what} holds pickle weights ({', '.join(pickles)}) and no {ADAPTER_WEIGHTS}. "
+                f"{what} holds pickle weights ({', '.join(pickles)}) and no {SAFETENSORS_WEIGHTS_NAME}. "
                 "hf_unlearn never unpickles files (loading a pickle can run arbitrary code): "
                 "convert the weights to safetensors and upload those."
             )
-        raise FileNotFoundError(f"{what} has no {ADAPTER_WEIGHTS}.")
+        raise FileNotFoundError(f"{what} has no {SAFETENSORS_WEIGHTS_NAME}.")
 
 
-def _resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_dir=None) -> Path:
+def resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_dir=None) -> Path:
+    """The local folder of an adapter: ``name_or_path`` itself, or the Hub repo downloaded into the cache.
+
+    A local folder must hold ``adapter_config.json`` and safetensors weights (pickles are refused).
+
+    Example:
+
+    ```py
+    >>> resolve_adapter_folder("me/resnet-fashion-wf")   # a Hub id: its snapshot in the cache
+    PosixPath('/home/me/.cache/huggingface/hub/models--me--resnet-fashion-wf/snapshots/1f0e...')
+    ```
+    """
     path = Path(name_or_path)
     if path.is_dir():
-        if not (path / ADAPTER_CONFIG).is_file():
-            raise FileNotFoundError(f"{path} has no {ADAPTER_CONFIG}: is it an adapter folder?")
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: is it an adapter folder?")
         refuse_pickle(path, f"Adapter folder {path}")
         return path
     if path.exists():
-        raise ValueError(f"{path} is a file; pass the adapter folder (with {ADAPTER_CONFIG}) or a Hub repo id.")
-    from .hub.core import download_adapter  # the Hub client is only needed for repo ids
-
+        raise ValueError(f"{path} is a file; pass the adapter folder (with {CONFIG_NAME}) or a Hub repo id.")
     return download_adapter(str(name_or_path), revision=revision, token=token, cache_dir=cache_dir)
 
 
@@ -398,7 +404,7 @@ def _load_image_processor(folder: Path, base_path: Optional[str]):
 
 def read_adapter_config(folder: Union[str, os.PathLike]) -> dict:
     """The raw ``adapter_config.json`` of an adapter folder."""
-    return json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
+    return json.loads((Path(folder) / CONFIG_NAME).read_text())
 
 
 # ---------------------------------------------------------------------- reliability helpers
@@ -466,9 +472,7 @@ def resolve_base_model_path(name: Optional[str], adapter_folder: Union[str, os.P
 
 def check_peft_type(folder: Union[str, os.PathLike]) -> None:
     """Raise a clear ``ValueError`` unless ``adapter_config.json`` is a readable weight-filter config."""
-    from .tuners.weight_filter.config import UnlearnPeftType
-
-    path = Path(folder) / ADAPTER_CONFIG
+    path = Path(folder) / CONFIG_NAME
     try:
         peft_type = json.loads(path.read_text()).get("peft_type")
     except (OSError, ValueError, AttributeError) as err:
@@ -495,7 +499,7 @@ def check_adapter_tensors(folder: Union[str, os.PathLike], config: WeightFilterC
     """
     from safetensors import SafetensorError, safe_open
 
-    path = Path(folder) / ADAPTER_WEIGHTS
+    path = Path(folder) / SAFETENSORS_WEIGHTS_NAME
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -518,7 +522,7 @@ def check_adapter_tensors(folder: Union[str, os.PathLike], config: WeightFilterC
             k = resized[0]
             problems.append(f"{len(resized)} of the wrong shape, e.g. {k}: {shapes[k]} instead of {expected[k]}")
         raise ValueError(
-            f"{path} does not match its {ADAPTER_CONFIG} ({'; '.join(problems)}). It must hold exactly "
+            f"{path} does not match its {CONFIG_NAME} ({'; '.join(problems)}). It must hold exactly "
             "the filters the config's base_model_signature lists and nothing that would change the "
             "base model: get an untampered copy of the adapter."
         )
@@ -562,7 +566,7 @@ def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], ima
     ```
     """
     target = Path(output_dir).expanduser().absolute()
-    _check_export_target(target)
+    check_export_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_prefix, old_prefix = f".{target.name}.exporting-", f".{target.name}.replaced-"
     remove_stale_temp_folders(target.parent, tmp_prefix)
@@ -596,7 +600,17 @@ def _umask() -> int:
     return mask
 
 
-def _check_export_target(target: Path) -> None:
+def check_export_target(target: Path) -> None:
+    """Raise unless ``target`` may receive an export: new, empty, or an earlier export (replaced whole).
+
+    ``hf-unlearn export`` calls it before loading any model, ``save_export`` again before writing.
+
+    Example:
+
+    ```py
+    >>> check_export_target(Path("runs/resnet-without-coat").absolute())
+    ```
+    """
     if target.is_file():
         raise FileExistsError(f"--output_dir {target} is a file: give a folder for the exported model.")
     if not target.is_dir() or not any(target.iterdir()):

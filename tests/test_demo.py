@@ -169,7 +169,7 @@ def test_export_zip_loads_as_a_plain_model_with_its_card(demo, tmp_path):
 
 
 def test_push_needs_a_token_and_a_repo_id(demo, monkeypatch):
-    from hf_unlearn.hub.core import PushError
+    from hf_unlearn.hub.push import PushError
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", "/nonexistent/token")
@@ -271,7 +271,7 @@ def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, ada
         import json, runpy
         from huggingface_hub import snapshot_download
         from hf_unlearn.cli import main
-        from hf_unlearn.hub.core import PushError
+        from hf_unlearn.hub.push import PushError
 
         bad = []
         for argv in ({push!r} + ["--space", "no-slash"],  # not ORG/NAME

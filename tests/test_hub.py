@@ -16,8 +16,9 @@ from huggingface_hub import ModelCard
 
 from hf_unlearn import UnlearnAdapter
 from hf_unlearn.hub.cards import adapter_card, exported_card, load_report, summarize_report
-from hf_unlearn.hub.core import PushError, cli_push
-from hf_unlearn.testing import lay_out_hub_cache
+from hf_unlearn.commands.push import main as cli_push
+from hf_unlearn.hub.push import PushError
+from hub_cache import lay_out_hub_cache
 from hub_server import HubServer
 from tiny_models import build, image_processor, pixels, randomize_filters
 
@@ -126,24 +127,22 @@ def pushed(hub, world):
     """Push v1 (API, with an evaluation report), v2 (`hf-unlearn push`) and an exported model."""
     a = world["adapters"]
     return run_json(hub, f"""
-        import argparse, json
+        import json
         import hf_unlearn
         from hf_unlearn import UnlearnAdapter
-        from hf_unlearn.hub.core import add_push_arguments, cli_push, push_exported_from_args
+        from hf_unlearn.commands.export import ExportArguments, HubExportArguments, push_exported_model
+        from hf_unlearn.commands.push import main as cli_push
 
         v1 = UnlearnAdapter.from_pretrained({str(a['v1'])!r})  # its base model comes from the Hub
         info1 = v1.push_to_hub({ADAPTER!r}, report={EVAL_REPORT!r}, commit_message="filters v1")
         info2 = cli_push([{str(a['v2'])!r}, {ADAPTER!r}])
         branch = v1.push_to_hub({ADAPTER!r}, revision="experiment")  # a branch, created from main
 
-        # `hf-unlearn export test-org/wf-vit --forget bee --push_to_hub ...`, as cli.py will wire it
-        parser = argparse.ArgumentParser()
-        parser.add_argument("adapter"); parser.add_argument("--forget", nargs="+")
-        parser.add_argument("--base_model"); parser.add_argument("--revision")
-        add_push_arguments(parser)
-        args = parser.parse_args([{ADAPTER!r}, "--forget", "bee", "--push_to_hub", {EXPORTED!r}])
+        # the push step of `hf-unlearn export test-org/wf-vit --forget bee --push_to_hub ...` (no local folder)
+        args = ExportArguments(adapter={ADAPTER!r}, forget=["bee"], output_dir="unused")
         adapter = UnlearnAdapter.from_pretrained(args.adapter)
-        info3 = push_exported_from_args(args, adapter, adapter.export(forget=args.forget))
+        info3 = push_exported_model(args, HubExportArguments(push_to_hub={EXPORTED!r}), adapter,
+                                    adapter.export(forget=args.forget))
         print(json.dumps({{"v1": info1.oid, "v2": info2.oid, "exported": info3.oid, "url": info1.commit_url,
                           "branch": branch.oid}}))
     """)
@@ -384,7 +383,7 @@ def test_failed_upload_leaves_the_remote_unchanged_and_a_retry_works(hub, world,
         import hf_unlearn
         from huggingface_hub import HfApi
         from hf_unlearn import UnlearnAdapter
-        from hf_unlearn.hub.core import PushError
+        from hf_unlearn.hub.push import PushError
 
         adapter = UnlearnAdapter.from_pretrained({str(world['adapters']['v3'])!r})
         attempts = []

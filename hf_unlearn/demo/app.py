@@ -19,6 +19,9 @@ import functools
 import os
 from typing import Any, Optional
 
+from huggingface_hub import get_token
+
+from ..hub.push import PushError
 from .core import DemoInputError, UnlearnDemo
 
 # Datasets like digits and Fashion-MNIST have 8-28 px images: show their pixels, not a blur.
@@ -42,7 +45,7 @@ def _label(preds: list[dict]) -> dict[str, float]:
 
 
 def _rows_frame(result: dict):
-    import pandas as pd
+    import pandas as pd  # comes with Gradio (the demo extra), like everything this function feeds
 
     rows = [{**r, "bar": f"{r['class']} · {r['model']}", "accuracy": r["accuracy"] if r["accuracy"] is not None else 0.0}
             for r in result["rows"]]
@@ -63,7 +66,6 @@ def accuracy_text(result: dict) -> str:
 def build_app(demo: UnlearnDemo, *, top_k: int = 3, title: Optional[str] = None):
     """The ``gr.Blocks`` of the demo (not launched: see :func:`serve`)."""
     gr = import_gradio()
-    from huggingface_hub import get_token
 
     names = demo.class_names
     gallery_items = demo.gallery() if demo.data is not None else []
@@ -74,8 +76,6 @@ def build_app(demo: UnlearnDemo, *, top_k: int = 3, title: Optional[str] = None)
         """Show the demo's input errors (and failed pushes) to the user instead of a traceback."""
         @functools.wraps(fn)  # Gradio reads the signature (gr.Progress) through __wrapped__
         def wrapper(*args, **kwargs):
-            from ..hub.core import PushError
-
             try:
                 return fn(*args, **kwargs)
             except (DemoInputError, PushError) as err:
