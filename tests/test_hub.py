@@ -15,7 +15,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.hub.cards import adapter_card, exported_card, load_report, summarize_report
+from hf_unlearn.hub.card_data import load_report, summarize_report
+from hf_unlearn.hub.cards import adapter_card, exported_card
 from hf_unlearn.commands.push import main as cli_push
 from hf_unlearn.hub.push import PushError
 from hub_cache import lay_out_hub_cache
@@ -437,7 +438,7 @@ def test_cards_round_trip_and_tolerate_missing_keys(tmp_path):
     text = exported_card(model, report=METRICS).content
     assert "unlearned `bee` (id 1), `dog` (id 3)" in text and "| 3 dog |" in text
     assert "unlearned_class_ids:\n- 1\n- 3" in text
-    with pytest.raises(ValueError, match="Unknown class 'eel'"):
+    with pytest.raises(ValueError, match="Unknown class name 'eel'"):
         exported_card(model, forgotten="eel")
 
 

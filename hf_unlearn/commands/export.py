@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 
 from ..adapter import UnlearnAdapter, check_export_target, save_export
 from ..hub.cards import write_exported_card
-from ..hub.push import cached_hub_report, check_online, find_report, push_exported, require_token
+from ..hub.card_data import find_report
+from ..hub.push import cached_hub_report, check_online, push_exported, require_token
 from .arguments import parse_arguments
 
 DESCRIPTION = "fold one class (or set) into a plain transformers model (optionally --push_to_hub)"

@@ -20,8 +20,9 @@ from typing import Optional, Sequence
 from ..adapter import UnlearnAdapter
 from ..demo.core import recorded_dataset
 from ..demo.space import check_repo_id, push_space, space_files
-from ..hub.cards import TRAIN_CONFIG, looks_like_hub_id
-from ..hub.push import PushError, check_online, find_report, push_adapter, require_token
+from ..hub.cards import TRAIN_CONFIG
+from ..hub.card_data import find_report, looks_like_hub_id
+from ..hub.push import PushError, check_online, push_adapter, require_token
 from .arguments import parse_arguments
 
 DESCRIPTION = "push an adapter (filters, config, image processor, model card, report) to the Hub"

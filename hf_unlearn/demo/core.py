@@ -42,7 +42,8 @@ from PIL import Image
 
 from ..adapter import UnlearnAdapter, resolve_adapter_folder
 from ..data.loading import check_labels_match, load_image_dataset
-from ..hub.cards import REPORT_FILENAMES, TRAIN_CONFIG, looks_like_hub_id, write_exported_card
+from ..hub.card_data import REPORT_FILENAMES, find_report, looks_like_hub_id
+from ..hub.cards import TRAIN_CONFIG, write_exported_card
 from ..hub.push import push_exported, require_token
 from ..tuners.weight_filter import per_sample, resolve_class
 
@@ -186,7 +187,7 @@ class UnlearnDemo:
             )
         model = UnlearnAdapter.from_pretrained(folder, base_model=base_model, token=token)
         data = load_image_dataset(dataset, split=split)
-        report = next((folder / n for n in REPORT_FILENAMES if (folder / n).is_file()), None)
+        report = find_report(folder)
         return cls(model, data, source=str(adapter), report=report, **kwargs)
 
     # ------------------------------------------------------------------------------ classes

@@ -29,7 +29,8 @@ from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 
 from .. import __version__
 from ..files import atomic_write_text
-from ..hub.cards import TAGS, hub_dataset_id, looks_like_hub_id
+from ..hub.card_data import hub_dataset_id, looks_like_hub_id
+from ..hub.cards import TAGS
 from ..hub.push import PushError, check_online, http_status, require_token
 
 __all__ = ["GRADIO_FALLBACK", "check_repo_id", "space_files", "write_space", "push_space", "gradio_version"]

@@ -32,10 +32,11 @@ from peft.utils.constants import WEIGHTS_NAME
 
 from ..evaluation.report import to_jsonable
 from ..files import atomic_write_json, atomic_write_text
-from .cards import REPORT_FILENAMES, adapter_card, exported_card, load_report, looks_like_hub_id, report_markdown
+from .card_data import load_report, looks_like_hub_id, report_markdown
+from .cards import adapter_card, exported_card
 
 __all__ = [
-    "PushError", "require_token", "check_online", "find_report", "cached_hub_report", "commit_folder",
+    "PushError", "require_token", "check_online", "cached_hub_report", "commit_folder",
     "http_status", "push_adapter", "push_exported",
 ]
 
@@ -80,24 +81,6 @@ def check_online() -> None:
     """Raise :class:`PushError` when ``HF_HUB_OFFLINE`` is on (read now, not at import)."""
     if constants.HF_HUB_OFFLINE:
         raise PushError("Pushing needs the Hub, but offline mode is on (HF_HUB_OFFLINE=1): unset it to push.")
-
-
-def find_report(folder: Union[str, os.PathLike, None]) -> Optional[Path]:
-    """An evaluation report next to a local adapter: ``report.json``, else ``untraining_metrics.json``.
-
-    Example:
-
-    ```py
-    >>> find_report("runs/wf-resnet")
-    PosixPath('runs/wf-resnet/untraining_metrics.json')
-    ```
-    """
-    if folder is None or not Path(folder).is_dir():
-        return None
-    for name in REPORT_FILENAMES:
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    return None
 
 
 def cached_hub_report(repo_id: str, revision: Optional[str] = None) -> Optional[Path]:
