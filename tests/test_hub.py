@@ -506,3 +506,42 @@ def test_report_loading_from_files_and_folders(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an object"):
         load_report(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command lines and the module layout
+# ---------------------------------------------------------------------------------------------
+
+
+def test_push_and_export_parse_their_flags_into_dataclasses():
+    """`hf-unlearn push ADAPTER REPO_ID ...` and `hf-unlearn export ADAPTER ...`: the positionals and
+    flags they always had, parsed into the dataclasses their library functions take."""
+    from hf_unlearn.commands.arguments import parse_arguments
+    from hf_unlearn.commands.export import ExportArguments, HubExportArguments
+    from hf_unlearn.commands.push import PushArguments
+
+    (push,) = parse_arguments((PushArguments,), ["runs/wf", "me/wf", "--no_report", "--private", "--space", "me/d"],
+                              config=False, positional=("adapter", "repo_id"))
+    assert (push.adapter, push.repo_id, push.no_report, push.private, push.space) == ("runs/wf", "me/wf", True, True, "me/d")
+    assert push.report is None and push.token is None
+    export, hub = parse_arguments((ExportArguments, HubExportArguments),
+                                  ["runs/wf", "--forget", "3", "Coat", "--output_dir", "out", "--push_to_hub", "me/x",
+                                   "--hub_private"], config=False, positional=("adapter",))
+    assert (export.adapter, export.forget, export.output_dir) == ("runs/wf", ["3", "Coat"], "out")
+    assert (hub.push_to_hub, hub.hub_private, hub.hub_revision) == ("me/x", True, None)
+    with pytest.raises(SystemExit):  # both positionals are required
+        parse_arguments((PushArguments,), ["runs/wf"], config=False, positional=("adapter", "repo_id"))
+
+
+def test_hub_modules_do_not_import_the_adapter():
+    """The adapter imports the Hub modules (download, cards, push); none imports it back (no cycle)."""
+    import ast
+    from pathlib import Path
+
+    import hf_unlearn.hub
+
+    for path in Path(hf_unlearn.hub.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not any(n == "adapter" or n.endswith(".adapter") for n in names), f"{path.name} imports the adapter"

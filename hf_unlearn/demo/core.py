@@ -326,7 +326,7 @@ class UnlearnDemo:
     def filter_map_rows(self, forget: Any) -> tuple[list[str], dict[str, Any]]:
         """``(row names, {layer: (rows, units) array of 1 - alpha})`` for the chosen classes; for a set,
         one more row: the set's own (``1 - prod(alpha)``, the rows multiplied as at inference)."""
-        from ..explain.core import filter_maps  # matplotlib comes with the explain module: only when asked
+        from ..explain.core import filter_maps
 
         ids = self.forget_ids(forget, allow_empty=False)
         if self._maps is None:
@@ -345,7 +345,7 @@ class UnlearnDemo:
     def filter_map(self, forget: Any, path: Union[str, os.PathLike, None] = None) -> Path:
         """A PNG of :meth:`filter_map_rows`, every filtered layer on one page, drawn by
         :func:`hf_unlearn.explain.core.plot_filter_maps`. Returns the PNG's path."""
-        from ..explain.core import plot_filter_maps  # matplotlib: only when a map is drawn
+        from ..explain.core import plot_filter_maps
 
         names, chosen = self.filter_map_rows(forget)
         folder = Path(tempfile.mkdtemp(prefix="filter-map-", dir=self.workdir))
