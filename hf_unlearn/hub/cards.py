@@ -51,8 +51,13 @@ TAGS = ["hf_unlearn", "unlearning", "machine-unlearning", "class-unlearning", "w
 PAPER_URL = "https://arxiv.org/abs/2304.02049"  # WF-Net, the method
 
 
+# ---------------------------------------------------------------------------------------------
+# metadata and rendering, shared by both cards
+# ---------------------------------------------------------------------------------------------
+
 
 def _eval_result(summary: Mapping, metric_type: str, metric_name: str, value: Optional[float], task_name: str):
+    """One ``model-index`` entry (``ModelCard.load(...).data.eval_results`` reads it back)."""
     dataset = summary.get("dataset")
     return EvalResult(
         task_type="image-classification",
@@ -85,6 +90,7 @@ def _metadata(name: str, base_meta: Optional[str], relation: str, library: str, 
 
 
 def _render(template: str, card_data, **kwargs):
+    """``templates/<template>`` filled with the metadata and ``kwargs`` (Jinja)."""
     text = (TEMPLATES / template).read_text(encoding="utf-8")
     return ModelCard.from_template(card_data, template_str=text, **kwargs)
 
