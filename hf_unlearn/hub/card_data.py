@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..evaluation.report import _markdown, to_jsonable
+from ..files import atomic_write_json, atomic_write_text
 
 __all__ = [
-    "REPORT_FILENAMES", "find_report", "load_report", "summarize_report", "report_markdown", "as_number", "mean_of",
+    "REPORT_FILENAMES", "find_report", "load_report", "summarize_report", "report_markdown", "write_report_files", "as_number", "mean_of",
     "looks_like_hub_id", "hub_dataset_id", "dataset_label", "format_cell", "markdown_table", "class_names",
     "class_list", "PER_CLASS_COLUMNS", "per_class_table", "representation_rows", "versions_line",
 ]
@@ -233,12 +233,37 @@ def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None
     >>> Path("report.md").write_text(report_markdown(load_report("runs/wf-resnet"), adapter.id2label.values()))
     ```
     """
+    # Deferred: hf_unlearn.evaluation's package imports its suite, which imports the adapter, which
+    # imports this module (through hub.cards); by the time a report is rendered all are loaded.
+    from ..evaluation.report import _markdown, to_jsonable
+
     data = dict(report)
     if class_names and not data.get("class_names"):
         data["class_names"] = list(class_names)
     if isinstance(data.get("evaluation"), Mapping) and "accuracy" not in data:
         data = _old_format_as_report(data)
     return _markdown(to_jsonable(data))
+
+
+def write_report_files(report, folder: Union[str, os.PathLike], class_names: Optional[Sequence[str]] = None
+                       ) -> Optional[dict]:
+    """Write ``folder/report.json`` (the report as given, JSON-ready) and ``folder/report.md``
+    (:func:`report_markdown`); returns the report dict, or None (and writes nothing) without one.
+
+    Example:
+
+    ```py
+    >>> write_report_files("runs/wf-resnet/untraining_metrics.json", "staging", adapter.id2label.values())
+    ```
+    """
+    from ..evaluation.report import to_jsonable  # deferred: see report_markdown
+
+    data = load_report(report)
+    if data is None:
+        return None
+    atomic_write_json(Path(folder) / "report.json", to_jsonable(data))
+    atomic_write_text(Path(folder) / "report.md", report_markdown(data, class_names))
+    return data
 
 
 def _old_format_as_report(data: Mapping) -> dict:

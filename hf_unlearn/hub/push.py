@@ -30,9 +30,7 @@ from typing import Optional, Union
 from huggingface_hub import HfApi, constants, get_token, try_to_load_from_cache
 from peft.utils.constants import WEIGHTS_NAME
 
-from ..evaluation.report import to_jsonable
-from ..files import atomic_write_json, atomic_write_text
-from .card_data import load_report, looks_like_hub_id, report_markdown
+from .card_data import looks_like_hub_id, write_report_files
 from .cards import adapter_card, exported_card
 
 __all__ = [
@@ -94,13 +92,8 @@ def cached_hub_report(repo_id: str, revision: Optional[str] = None) -> Optional[
 
 def _stage_report(report, folder: Path, id2label: Optional[Mapping] = None) -> Optional[dict]:
     """Write ``report.json`` and ``report.md`` into the staging ``folder``; returns the report dict."""
-    data = load_report(report)
-    if data is None:
-        return None
-    atomic_write_json(folder / "report.json", to_jsonable(data))
     names = [str(v) for _, v in sorted((int(k), v) for k, v in (id2label or {}).items())] or None
-    atomic_write_text(folder / "report.md", report_markdown(data, names))
-    return data
+    return write_report_files(report, folder, names)
 
 
 def commit_folder(folder: Path, repo_id: str, *, token: str, private=None, revision=None, commit_message: str,
