@@ -156,7 +156,7 @@ def _class_ids(data: ImageClassificationData, classes: Union[int, str, Iterable]
 def class_subset(data: ImageClassificationData, classes, keep: bool = True) -> ImageClassificationData:
     """Keep only (``keep=True``) or drop (``keep=False``) the rows of the given classes.
 
-    ``classes`` are class ids or names. Labels keep their ids and the class list is unchanged (the
+    ``classes`` are class ids or names (case-insensitive, as ``adapter(forget=...)``). Labels keep their ids and the class list is unchanged (the
     model still has all its outputs), so this is how forget/retain splits are made.
 
     Example:

@@ -31,7 +31,8 @@ Example:
 ```
 
 ``datasets`` is imported inside the functions that need it: it takes about a second to import
-(pyarrow), and the evaluation and training modules import this one at their top.
+(pyarrow), and importing this module (for ``ImageClassificationData``, say) must not cost that;
+``import hf_unlearn.evaluation`` stays free of it (``tests/test_metrics.py``).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def load_image_dataset(
         # num_rows is None for the Hub copy of Fashion-MNIST: _wrap then took it from the Hub's metadata.
         return data if num_rows is None else replace(data, num_rows=num_rows)
 
-    import datasets
+    import datasets  # heavy: see the module docstring
 
     if os.path.isfile(source):
         ext = os.path.splitext(source)[1].lower()
@@ -188,7 +189,7 @@ def wrap_dataset(
     >>> data = wrap_dataset(ds)      # image column "img", label column "fine_label"
     ```
     """
-    import datasets
+    import datasets  # heavy: see the module docstring
 
     streaming = isinstance(dataset, datasets.IterableDataset)
     return _wrap(dataset, source, split, streaming, image_column, label_column, class_names)
@@ -229,7 +230,7 @@ def _resolved(dataset):
 
 
 def _find_image_column(features, image_column, source) -> str:
-    from datasets import Image
+    from datasets import Image  # heavy: see the module docstring
 
     columns = list(features)
     if image_column is not None:
@@ -261,7 +262,7 @@ def _find_image_column(features, image_column, source) -> str:
 
 
 def _find_label_column(dataset, features, label_column, class_names, source):
-    from datasets import ClassLabel, Value
+    from datasets import ClassLabel, Value  # heavy: see the module docstring
 
     columns = list(features)
     if label_column is None:

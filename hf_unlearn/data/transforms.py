@@ -49,6 +49,15 @@ def check_processor_fits(image_processor, num_channels: int) -> None:
     The images themselves are converted to the model's mode (grey "L" for 1 channel, "RGB" for
     3); what cannot be fixed here is a processor whose normalisation has the wrong number of
     channels, e.g. an RGB checkpoint's processor used for a 1-channel model.
+
+    Example:
+
+    ```py
+    >>> check_processor_fits(make_image_processor(28), num_channels=1)   # one grey mean/std: fits
+    >>> check_processor_fits(make_image_processor(28, [0.5] * 3, [0.5] * 3), num_channels=1)
+    Traceback (most recent call last):
+    ValueError: the image processor (...) has image_mean with 3 values [0.5, 0.5, 0.5] but the model expects ...
+    ```
     """
     name = type(image_processor).__name__
     if num_channels not in (1, 3):
