@@ -219,6 +219,7 @@ def fresh_accelerator(mixed_precision: Optional[str] = None, *, cpu: bool = Fals
     ...     model, optimizer = accelerator.prepare(model, optimizer)
     ```
     """
+    # accelerate is imported here only: the timers above serve code that never builds an Accelerator
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
