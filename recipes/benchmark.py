@@ -194,6 +194,7 @@ def train_or_load_base(args, out: Path):
     base_dir = Path(args.base_dir) if args.base_dir else out / "base"
     metrics_path = base_dir / "metrics.json"
     if not (base_dir / "config.json").is_file():
+        from hf_unlearn.commands.train_base import TrainBaseArguments
         from hf_unlearn.training.base import train_base
 
         log(f"[base] training {args.preset} on {args.dataset} for {args.base_epochs} epochs -> {base_dir}")
@@ -201,7 +202,7 @@ def train_or_load_base(args, out: Path):
                 "output_dir": str(base_dir), "seed": args.seed, "no_progress": True}
         if args.num_threads:
             opts["num_threads"] = args.num_threads
-        train_base(opts)
+        train_base(TrainBaseArguments(**opts))
     model = AutoModelForImageClassification.from_pretrained(str(base_dir), use_safetensors=True).eval()
     processor = AutoImageProcessor.from_pretrained(str(base_dir))
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
