@@ -187,6 +187,49 @@ def test_resolve_arguments_checks():
     assert resolve_arguments(given).learning_rate == 2e-3 and given.learning_rate is None  # a copy is resolved
 
 
+def test_retrain_command_reads_the_base_recipe_then_config_then_flags(tmp_path):
+    """hf-unlearn retrain: --base_dir's saved recipe < --config < flags; a flag naming the model replaces
+    the other alternative from the recipe; bad requests are usage errors (nothing is trained here)."""
+    import dataclasses
+
+    from hf_unlearn.baselines.retrain import recipe_options
+    from hf_unlearn.commands.retrain import parse_retrain_args
+    from hf_unlearn.training.retrain import load_base_recipe
+
+    base = tmp_path / "base"
+    base.mkdir()
+    recipe = TrainBaseArguments(preset="resnet-micro", dataset="digits", epochs=15, seed=0, learning_rate=0.01,
+                                output_dir=str(base))
+    (base / CONFIG_FILENAME).write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=True))
+    loaded = load_base_recipe(base)
+    assert loaded == dataclasses.replace(recipe, output_dir=None)  # never the base's own folder
+
+    config = tmp_path / "rt.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 3, "batch_size": 16}))
+    options, job = parse_retrain_args(["--base_dir", str(base), "--config", str(config), "--classes", "3", "Five",
+                                       "--batch_size", "8", "--output_dir", str(tmp_path / "rt")])
+    assert (options.preset, options.seed, options.learning_rate) == ("resnet-micro", 0, 0.01)  # the recipe
+    assert (options.epochs, options.batch_size, options.output_dir) == (3, 8, str(tmp_path / "rt"))
+    assert (job.classes, job.together, job.skip_existing) == (["3", "Five"], False, False)
+    options, _ = parse_retrain_args(["--base_dir", str(base), "--classes", "all", "--model_name_or_path", "x",
+                                     "--output_dir", "o"])
+    assert options.preset is None and options.model_name_or_path == "x"
+    for bad in (["--classes", "3", "--output_dir", str(base)],  # would overwrite the base
+                ["--classes", "all", "--together", "--output_dir", "o"],  # nothing left to train on
+                ["--output_dir", "o"],  # no --classes
+                ["--classes", "3", "--output_dir", "o", "--epochs", "0"]):  # the recipe itself is checked too
+        with pytest.raises(SystemExit):
+            parse_retrain_args(["--base_dir", str(base), *bad])
+    with pytest.raises(SystemExit):  # no saved recipe there
+        parse_retrain_args(["--base_dir", str(tmp_path), "--classes", "3", "--output_dir", "o"])
+
+    # the retrain baseline takes the same recipe as a dataclass, overrides checked by name
+    options = recipe_options(str(base), str(tmp_path / "out"), {"num_threads": 1, "epochs": 2})
+    assert (options.epochs, options.num_threads, options.no_progress, options.seed) == (2, 1, True, 0)
+    with pytest.raises(ValueError, match=r"\['epoch'\] are not train_base options"):
+        recipe_options(str(base), str(tmp_path / "out"), {"epoch": 2})
+
+
 # -- DDP: two gloo ranks on CPU (tests/ddp.py), launched once for the module ------------------------
 
 
