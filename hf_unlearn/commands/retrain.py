@@ -55,7 +55,10 @@ def _base_dir_of(argv: Sequence[str]) -> Optional[str]:
 
 
 def parse_retrain_args(argv: Optional[Sequence[str]] = None) -> tuple[TrainBaseArguments, RetrainArguments]:
-    """The command line as (the recipe to retrain, what to retrain); a bad request is a usage error."""
+    """The command line as (the recipe to retrain, what to retrain); a bad request is a usage error::
+
+        options, job = parse_retrain_args(["--base_dir", "runs/base", "--classes", "all", "--output_dir", "runs/rt"])
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     types = (TrainBaseArguments, RetrainArguments)
     parser = build_parser(types, prog=PROG, description=DESCRIPTION)  # for usage errors only

@@ -86,14 +86,21 @@ MODEL_ALTERNATIVES = ("preset", "model_name_or_path")
 
 def given_on_command_line(argv: Sequence[str], name: str) -> bool:
     """Whether ``--name`` is in ``argv``, also spelled ``--name=value`` or with dashes (HfArgumentParser's
-    alias); abbreviations are off, so there is no other spelling."""
+    alias); abbreviations are off, so there is no other spelling::
+
+        given_on_command_line(["--model-name-or-path=x"], "model_name_or_path")  # True
+    """
     flags = {f"--{name}", f"--{name.replace('_', '-')}"}
     return any(arg.split("=", 1)[0] in flags for arg in argv)
 
 
 def drop_replaced_alternative(args: TrainBaseArguments, argv: Sequence[str]) -> TrainBaseArguments:
     """``--preset`` and ``--model_name_or_path`` are alternatives: the one given on the command line
-    replaces the other coming from a YAML file (or a base model's saved recipe). Edits ``args`` in place."""
+    replaces the other coming from a YAML file (or a base model's saved recipe). Edits ``args`` in place::
+
+        drop_replaced_alternative(TrainBaseArguments(preset="a", model_name_or_path="b"), ["--preset", "a"])
+        # -> model_name_or_path=None
+    """
     given = [name for name in MODEL_ALTERNATIVES if given_on_command_line(argv, name)]
     if len(given) == 1:
         other = MODEL_ALTERNATIVES[1 - MODEL_ALTERNATIVES.index(given[0])]
@@ -104,7 +111,9 @@ def drop_replaced_alternative(args: TrainBaseArguments, argv: Sequence[str]) -> 
 def parse_train_base_args(argv: Optional[Sequence[str]] = None) -> TrainBaseArguments:
     """The command line (``--config file.yaml`` pre-fills, flags win) as checked ``TrainBaseArguments``.
 
-    A bad combination (no model, both models, no ``--output_dir``...) exits with a usage error.
+    A bad combination (no model, both models, no ``--output_dir``...) exits with a usage error::
+
+        args = parse_train_base_args(["--config", "base.yaml", "--epochs", "3"])
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = parse_arguments((TrainBaseArguments,), argv, prog=PROG, description=DESCRIPTION)

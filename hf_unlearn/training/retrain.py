@@ -164,7 +164,10 @@ def retrain_units(classes: Sequence[Union[int, str]], class_names: Sequence[str]
 
 def check_retrain_request(options: TrainBaseArguments, classes: Sequence[Union[int, str]], *, together: bool = False,
                           base_dir: Optional[Union[str, os.PathLike]] = None) -> None:
-    """``ValueError`` for a request :func:`run` cannot carry out, before anything is trained."""
+    """``ValueError`` for a request :func:`run` cannot carry out, before anything is trained::
+
+        check_retrain_request(recipe, ["all"], together=True)  # ValueError: nothing to train on
+    """
     if not classes:
         raise ValueError("--classes is required: 'all' or class ids/names")
     if not options.output_dir:
@@ -180,7 +183,9 @@ def run(options: TrainBaseArguments, classes: Sequence[Union[int, str]], *, toge
         skip_existing: bool = False, base_dir: Optional[Union[str, os.PathLike]] = None) -> dict:
     """Train every requested retrain reference under ``options.output_dir``; returns (and writes) the summary.
 
-    ``skip_existing`` keeps a folder that already holds a finished retrain (its ``retrain.json``).
+    ``skip_existing`` keeps a folder that already holds a finished retrain (its ``retrain.json``)::
+
+        summary = run(dataclasses.replace(recipe, output_dir="runs/rt"), ["all"], base_dir="runs/base")
     """
     check_retrain_request(options, classes, together=together, base_dir=base_dir)
     class_names = load_image_dataset(options.dataset, split=options.train_split, image_column=options.image_column,
