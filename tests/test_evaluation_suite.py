@@ -9,7 +9,8 @@ import torch
 
 from ddp import launch_two_ranks
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig
-from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset, subsample
+from hf_unlearn.data.loaders import build_dataloader, class_subset, subsample
+from hf_unlearn.data.loading import load_image_dataset
 from hf_unlearn.evaluation import (
     accuracy_matrix,
     evaluate_unlearning,

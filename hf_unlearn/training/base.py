@@ -36,9 +36,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, get_scheduler
 
-from ..data.loading import (
-    build_dataloader, check_labels_match, class_subset, load_image_dataset, num_batches, subsample,
-)
+from ..data.loaders import build_dataloader, class_subset, num_batches, subsample
+from ..data.loading import check_labels_match, load_image_dataset
 from ..files import atomic_write_json, atomic_write_text
 from ..presets import DATASET_STATS, build_preset
 from ..run_utils import machine_info, package_versions
