@@ -41,6 +41,7 @@ from ..evaluation import DEFINITIONS, evaluate_unlearning
 from ..evaluation.report import to_jsonable
 from ..files import atomic_write_text
 from ..run_utils import package_versions
+from ..commands.train_base import TrainBaseArguments
 from ..training.base import train_base
 from ..training.retrain import RETRAIN_INFO, retrain_dirs_from_root, retrain_folder_name
 from .arguments import ALL_METHODS, SMOKE_HPARAMS, BenchmarkArguments
@@ -113,7 +114,7 @@ def train_or_load_base(args, out: Path):
                 "output_dir": str(base_dir), "seed": args.seed, "no_progress": True}
         if args.num_threads:
             opts["num_threads"] = args.num_threads
-        train_base(opts)
+        train_base(TrainBaseArguments(**opts))
     model = AutoModelForImageClassification.from_pretrained(str(base_dir), use_safetensors=True).eval()
     processor = AutoImageProcessor.from_pretrained(str(base_dir))
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
