@@ -221,3 +221,12 @@ def test_benchmark_arguments_keep_the_command_line(tmp_path):
         BenchmarkArguments(output_dir="x", methods=["wf", "nope"])
     with pytest.raises(SystemExit):
         benchmark.parse(["--output_dir", "x", "--relearn_modes", "tail"])
+
+
+def test_tuning_tie_goes_to_the_earlier_trial_not_the_faster():
+    from hf_unlearn.baselines.tuning import best_trial
+
+    trials = [{"score": 97.66, "seconds": 9.0, "hparams": {}}, {"score": 97.66, "seconds": 1.0, "hparams": {"lr": 1}},
+              {"score": 90.0, "seconds": 0.1, "hparams": {"lr": 2}}]
+    assert best_trial(trials)["hparams"] == {}
+    assert best_trial(trials[1:])["hparams"] == {"lr": 1}
