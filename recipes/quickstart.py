@@ -185,7 +185,8 @@ def main(argv=None) -> dict:
     total = time.perf_counter() - started
     summary = {"base": {k: base_metrics[k] for k in ("test_accuracy", "train_time_s", "epochs", "seed")},
                "untraining": {k: metrics[k] for k in ("untraining_time_s", "steps", "epochs", "seed")},
-               "evaluation": ev, "untraining_over_base_time": metrics["untraining_time_s"] / base_metrics["train_time_s"],
+               "evaluation": ev, "base_accuracy": metrics["base_accuracy"], "pairs": metrics.get("pairs"),
+               "untraining_over_base_time": metrics["untraining_time_s"] / base_metrics["train_time_s"],
                "pipeline_check": check, "environment": metrics["environment"], "total_wall_time_s": total}
     atomic_write_text(out / "quickstart.json", json.dumps(summary, indent=2, default=float))
     atomic_write_text(out / "report.md", "\n".join(report_lines(args, base_metrics, metrics, check, total,

@@ -42,7 +42,7 @@ from ..data.loading import check_labels_match, load_image_dataset
 from ..evaluation.predict import evaluate_rows, evaluate_sets
 from ..evaluation.report import environment_info
 from ..evaluation.sets import evaluate_set_sizes, format_set_sizes, random_sets
-from ..files import atomic_write_json, atomic_write_text
+from ..files import atomic_write_text
 from ..hub.cards import write_adapter_card
 from ..tuners.weight_filter import WeightFilterConfig
 from .checkpoint import config_hash, find_checkpoint

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -40,47 +40,63 @@ class UntrainingArguments:
 
     Defaults follow the paper's objective (inverse CE on forget pairs, CE on retain pairs) with the
     measured best settings on Fashion-MNIST; the ResNet recipe config measured ``forget_loss="boundary"``
-    better there (recipes/README.md records the search).
+    better there (recipes/README.md records the search). On the command line every field is a flag
+    (``hf-unlearn train --learning_rate 0.05``).
+
+    Example:
+        >>> args = UntrainingArguments(max_steps=1500, eval_every=100, forget_loss="boundary")
+        >>> args.to_dict()["forget_loss"]
+        'boundary'
     """
 
-    epochs: float = 3.0
-    batch_size: int = 128
-    learning_rate: float = 0.1
-    optimizer: str = "adam"  # adam | adamw | sgd
-    weight_decay: float = 0.0
-    lr_scheduler: str = "constant"  # constant | cosine | linear
-    warmup_steps: int = 0
-    lambda_retain: float = 1.0
-    retain_loss: str = "ce"  # ce (labels) | kd (match the base model with the set's logits masked)
-    kd_temperature: float = 1.0
-    forget_loss: str = "inverse_ce"  # inverse_ce (bounded 1/CE, the paper) | boundary (CE to the base's nearest other class)
-    lambda_forget: float = 1.0
-    lambda_reg: float = 0.0
-    feature_loss: str = "none"  # none | centroid (cosine pull to the base's nearest-other-class centroid) | prototype
-    lambda_feature: float = 1.0
-    feature_temperature: float = 0.1  # prototype: cosine similarities are divided by this
-    inverse_ce_eps: float = 1e-2
-    retain_rows: int = 1
-    max_set_size: int = 2
-    set_prob: float = 0.5
-    gradient_accumulation_steps: int = 1
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training split (when max_steps is 0)"})
+    batch_size: int = field(default=128, metadata={"help": "training images per step and process"})
+    learning_rate: float = field(default=0.1, metadata={"help": "learning rate of the filter logits"})
+    optimizer: str = field(default="adam", metadata={"help": "adam | adamw | sgd (momentum 0.9)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the optimiser"})
+    lr_scheduler: str = field(default="constant", metadata={"help": "constant | cosine | linear (transformers' schedules)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps of the learning rate"})
+    lambda_retain: float = field(default=1.0, metadata={"help": "weight of the retain term"})
+    retain_loss: str = field(default="ce", metadata={
+        "help": "ce (labels) | kd (match the base model with the set's logits masked)"})
+    kd_temperature: float = field(default=1.0, metadata={"help": "temperature of retain_loss=kd"})
+    forget_loss: str = field(default="inverse_ce", metadata={
+        "help": "inverse_ce (bounded 1/CE, the paper) | boundary (CE to the base's nearest other class)"})
+    lambda_forget: float = field(default=1.0, metadata={"help": "weight of the forget term"})
+    lambda_reg: float = field(default=0.0, metadata={"help": "weight of the mean(1 - filter) regulariser"})
+    feature_loss: str = field(default="none", metadata={
+        "help": "none | centroid (cosine pull to the base's nearest-other-class centroid) | prototype"})
+    lambda_feature: float = field(default=1.0, metadata={"help": "weight of the feature term"})
+    feature_temperature: float = field(default=0.1, metadata={
+        "help": "prototype: cosine similarities are divided by this"})
+    inverse_ce_eps: float = field(default=1e-2, metadata={"help": "eps of the bounded forget term 1 / (CE + eps)"})
+    retain_rows: int = field(default=1, metadata={"help": "random other rows (retain pairs) each sample runs with"})
+    max_set_size: int = field(default=2, metadata={"help": "largest random forget set drawn during training"})
+    set_prob: float = field(default=0.5, metadata={"help": "probability that a pair's forget set has 2+ classes"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimiser step"})
     # "" = as launched (`accelerate launch --mixed_precision ...` / accelerate config), else fp32;
     # an explicit "no" would override the launcher's choice.
-    mixed_precision: str = ""  # "" | no | fp16 | bf16
-    seed: int = 0
-    checkpoint_every: int = 0  # steps; 0 = no intermediate checkpoints
-    max_steps: int = 0  # stop after this many optimiser steps (0 = use epochs); the budget with eval_every
+    mixed_precision: str = field(default="", metadata={
+        "help": "'' (as `accelerate launch` was given) | no | fp16 | bf16"})
+    seed: int = field(default=0, metadata={"help": "seed of the forget sets, the shuffling and the subsamples"})
+    checkpoint_every: int = field(default=0, metadata={"help": "steps between checkpoints; 0 = none"})
+    max_steps: int = field(default=0, metadata={
+        "help": "stop after this many optimiser steps (0 = use epochs); the budget with eval_every"})
     # Convergence-driven rounds (hf_unlearn.training.convergence): with eval_every > 0 and a validation loader the
     # round measures every row every eval_every steps and stops when the worst row's forget accuracy is
     # <= target_forget_acc (%) and the retain accuracy stopped improving (patience measurements).
-    eval_every: int = 0  # steps between validation measurements; 0 = no convergence check
-    target_forget_acc: float = 1.0
-    patience: int = 2
-    min_retain_delta: float = 0.05  # points of retain accuracy that count as an improvement
-    validation_retain_rows: int = 2  # random other rows each validation sample runs with
-    balance_forget: bool = True  # weight forget pairs by inverse class frequency: every row gets the same signal
-    log_every: int = 20
-    progress: bool = True
+    eval_every: int = field(default=0, metadata={
+        "help": "steps between validation measurements; 0 = no convergence check"})
+    target_forget_acc: float = field(default=1.0, metadata={"help": "forget accuracy (%%) every row must reach"})
+    patience: int = field(default=2, metadata={"help": "measurements without retain improvement before stopping"})
+    min_retain_delta: float = field(default=0.05, metadata={
+        "help": "points of retain accuracy that count as an improvement"})
+    validation_retain_rows: int = field(default=2, metadata={
+        "help": "random other rows each validation sample runs with"})
+    balance_forget: bool = field(default=True, metadata={
+        "help": "weight forget pairs by inverse class frequency: every row gets the same signal"})
+    log_every: int = field(default=20, metadata={"help": "steps between loss records"})
+    progress: bool = field(default=True, metadata={"help": "show the progress bar"})
 
     def __post_init__(self):
         self.validate()
