@@ -352,3 +352,18 @@ def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
     assert "feature" in summary["history"][-1]
     after = distance()
     assert before > 0 and after < 0.7 * before, (before, after)
+
+
+def test_the_written_recipe_reproduces_the_options_through_config(tmp_path):
+    """`hf-unlearn train --config untraining_config.yaml` (the reproduce command on every card) parses
+    back into exactly the options the job ran with."""
+    from hf_unlearn.commands.train import parse_train_arguments
+    from hf_unlearn.training.job import job_options, untraining_job_arguments, write_recipe
+
+    args = untraining_job_arguments(base_model="runs/base", output_dir="runs/wf", dataset="digits", epochs=2.0,
+                                    eval_set_sizes=[2, 3], target_modules=["conv"], balance_forget=False,
+                                    eval_split="", no_progress=True, forget_loss="boundary")
+    write_recipe(job_options(*args), tmp_path)
+    assert parse_train_arguments(["--config", str(tmp_path / "untraining_config.yaml")]) == args
+    with pytest.raises(ValueError, match=r"unknown options \['learning'\]"):
+        untraining_job_arguments(base_model="b", output_dir="o", learning=0.1)
