@@ -27,7 +27,7 @@ COMMANDS = {
 # command -> (module, function taking argv); imported only when that command runs
 RUNNERS = {
     "train-base": (".commands.train_base", "main"),
-    "train": (".training.job", "main"),
+    "train": (".commands.train", "main"),
     "evaluate": (".evaluation.suite", "main"),
     "retrain": (".commands.retrain", "main"),
     "explain": (".explain.core", "main"),

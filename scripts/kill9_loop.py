@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from hf_unlearn.files import atomic_write_text
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
        "OMP_NUM_THREADS": "1"}
 
@@ -148,7 +150,7 @@ def main() -> int:
     summary["export_over_export"] = export_loop(work, work / "train-reference", args.export_kills, rng)
     summary["nothing_lost"] = summary["train_resume"]["ok"] and summary["export_over_export"]["ok"]
     text = json.dumps(summary, indent=2)
-    (work / "kill9.json").write_text(text)
+    atomic_write_text(work / "kill9.json", text)
     print(text)
     return 0 if summary["nothing_lost"] else 1
 

@@ -41,8 +41,10 @@ from ..evaluation import DEFINITIONS, evaluate_unlearning
 from ..evaluation.report import to_jsonable
 from ..files import atomic_write_text
 from ..run_utils import package_versions
+from ..commands.arguments import load_config
 from ..commands.train_base import TrainBaseArguments
 from ..training.base import train_base
+from ..training.job import ARGUMENT_CLASSES, run_untraining, untraining_job_arguments
 from ..training.retrain import RETRAIN_INFO, retrain_dirs_from_root, retrain_folder_name
 from .arguments import ALL_METHODS, SMOKE_HPARAMS, BenchmarkArguments
 from .rows import (evaluate, mean, method_cost, representation_kwargs, row_from_set_report, rows_from_adapter_report,
@@ -131,23 +133,21 @@ def train_or_load_wf(args, out: Path, base_dir: Path):
         seconds = metrics.get("untraining_time_s")
         log(f"[wf] loaded {folder} (untraining time {seconds} s from its metrics)")
         return adapter.eval(), seconds, {"adapter": str(folder), "trained_here": False, "metrics": metrics}
-    from hf_unlearn.training.job import parse_args as untrain_args
-    from hf_unlearn.training.job import run as untrain_run
-
     folder = out / "wf"
-    argv = ["--config", args.wf_config, "--base_model", str(base_dir), "--output_dir", str(folder),
-            "--dataset", args.dataset, "--eval_split", "", "--eval_pairs", "0", "--no_progress"]
-    if args.wf_epochs:
-        argv += ["--epochs", str(args.wf_epochs)]
+    options = {**load_config(args.wf_config, ARGUMENT_CLASSES), "base_model": str(base_dir),
+               "output_dir": str(folder), "dataset": args.dataset, "eval_split": "", "eval_pairs": 0,
+               "no_progress": True}
+    if args.wf_epochs:  # an epoch schedule, as `--epochs` on the command line: no step budget, no check
+        options.update(epochs=args.wf_epochs, eval_every=0, max_steps=0)
     if args.max_train_samples:
-        argv += ["--max_train_samples", str(args.max_train_samples)]
+        options["max_train_samples"] = args.max_train_samples
     if args.num_threads:
-        argv += ["--num_threads", str(args.num_threads)]
+        options["num_threads"] = args.num_threads
     log(f"[wf] untraining every class in one round ({args.wf_config}) -> {folder}")
-    metrics = untrain_run(untrain_args(argv))
+    metrics = run_untraining(*untraining_job_arguments(**options))
     adapter = UnlearnAdapter.from_pretrained(str(folder), base_model=str(base_dir))
     return adapter.eval(), metrics["untraining_time_s"], {"adapter": str(folder), "trained_here": True,
-                                                          "config": args.wf_config, "argv": argv}
+                                                          "config": args.wf_config, "options": options}
 
 
 # --------------------------------------------------------------------------------------------- set-up
