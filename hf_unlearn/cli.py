@@ -28,10 +28,10 @@ COMMANDS = {
 # command -> (module, function taking argv); imported only when that command runs, so that a
 # command's --help loads no other command's dependencies (Gradio, matplotlib, evaluate, ...)
 RUNNERS = {
-    "train-base": (".training.base", "main"),
-    "train": (".training.job", "main"),
+    "train-base": (".commands.train_base", "main"),
+    "train": (".commands.train", "main"),
     "evaluate": (".evaluation.suite", "main"),
-    "retrain": (".training.retrain", "main"),
+    "retrain": (".commands.retrain", "main"),
     "explain": (".explain.core", "main"),
     "export": (".commands.export", "main"),
     "push": (".commands.push", "main"),

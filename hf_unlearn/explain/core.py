@@ -390,7 +390,7 @@ def confusion_matrix(model, loader, num_classes: Optional[int] = None, *, progre
                      desc: str = "confusion (base model)") -> np.ndarray:
     """Counts ``C[true, predicted]`` of the base model (an adapter with no class selected) over ``loader``.
 
-    ``loader`` yields ``{"pixel_values", "labels"}`` dicts (``hf_unlearn.data.loading.build_dataloader``)
+    ``loader`` yields ``{"pixel_values", "labels"}`` dicts (``hf_unlearn.data.loaders.build_dataloader``)
     or ``(pixel_values, labels)`` pairs.
     """
     torch = _torch()
@@ -1601,7 +1601,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """``hf-unlearn explain`` / ``recipes/explain.py``: parse ``argv``, run :func:`explain_adapter`, write the report."""
     torch = _torch()
     from ..adapter import UnlearnAdapter
-    from ..data.loading import build_dataloader, check_labels_match, load_image_dataset, subsample
+    from ..data.loaders import build_dataloader, subsample
+    from ..data.loading import check_labels_match, load_image_dataset
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
