@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..adapter import UnlearnAdapter, check_export_target, save_export
+from ..adapter import UnlearnAdapter
+from ..adapter_files import check_export_target, save_export
 from ..hub.cards import write_exported_card
 from ..hub.card_data import find_report
 from ..hub.push import cached_hub_report, check_online, push_exported, require_token

@@ -40,7 +40,8 @@ import torch
 import yaml
 from PIL import Image
 
-from ..adapter import UnlearnAdapter, resolve_adapter_folder
+from ..adapter import UnlearnAdapter
+from ..adapter_files import resolve_adapter_folder
 from ..data.loading import check_labels_match, load_image_dataset
 from ..hub.card_data import REPORT_FILENAMES, find_report, looks_like_hub_id
 from ..hub.cards import TRAIN_CONFIG, write_exported_card
