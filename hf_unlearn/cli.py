@@ -30,7 +30,7 @@ RUNNERS = {
     "train": (".training.job", "main"),
     "evaluate": (".evaluation.suite", "main"),
     "retrain": (".training.retrain", "main"),
-    "explain": (".explain.core", "main"),
+    "explain": (".commands.explain", "main"),
     "push": (".hub.core", "cli_push"),
     "demo": (".demo.cli", "main"),
 }
