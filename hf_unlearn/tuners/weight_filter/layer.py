@@ -210,15 +210,14 @@ class WeightFilterLayer(BaseTunerLayer):
             return result.mul_(scale)  # the base layer's fresh output; nothing else holds it
         return result * scale
 
-    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
-        """Fold the selected row (or product of rows) into the base weight and bias.
+    def merged_tensors(
+        self, adapter_names: list[str], safe_merge: bool = False
+    ) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """The base ``(weight, bias)`` with the selected row(s) folded in, or None if no adapter applies.
 
-        Needs one selection for the whole model, e.g.
-        ``with peft_model.forgetting([3]): plain = peft_model.merge_and_unload()``.
+        Changes nothing; with ``safe_merge`` a non-finite result raises ``ValueError``. Needs one
+        selection for the whole model (see :meth:`merge`).
         """
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        if not adapter_names:
-            return
         selection = self.selection
         if selection is None or selection.shape[0] != 1:
             raise ValueError(
@@ -229,11 +228,8 @@ class WeightFilterLayer(BaseTunerLayer):
         base = self.get_base_layer()
         scale = self.selection_scale(selection, adapter_names)
         if scale is None:
-            return
+            return None
         scale = scale[0].detach().to(base.weight.device, torch.float32)
-        if self._merge_backup is None:
-            bias = base.bias.data.clone() if base.bias is not None else None
-            self._merge_backup = (base.weight.data.clone(), bias)
         shape = (-1,) + (1,) * (base.weight.ndim - 1)
         new_weight = (base.weight.data.float() * scale.view(shape)).to(base.weight.dtype)
         new_bias = None
@@ -243,7 +239,25 @@ class WeightFilterLayer(BaseTunerLayer):
             torch.isfinite(new_weight).all() and (new_bias is None or torch.isfinite(new_bias).all())
         ):
             raise ValueError(f"Non-finite values after merging adapters {adapter_names}; nothing changed.")
-        base.weight.data = new_weight
+        return new_weight, new_bias
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        """Fold the selected row (or product of rows) into the base weight and bias.
+
+        Needs one selection for the whole model, e.g.
+        ``with peft_model.forgetting([3]): plain = peft_model.merge_and_unload()``.
+        """
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        if not adapter_names:
+            return
+        merged = self.merged_tensors(adapter_names, safe_merge)
+        if merged is None:
+            return
+        base = self.get_base_layer()
+        if self._merge_backup is None:
+            bias = base.bias.data.clone() if base.bias is not None else None
+            self._merge_backup = (base.weight.data.clone(), bias)
+        base.weight.data, new_bias = merged
         if new_bias is not None:
             base.bias.data = new_bias
         self.merged_adapters.extend(adapter_names)

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner
+from peft.tuners.tuners_utils import BaseTuner, check_adapters_to_merge
 from torch import nn
 
 from .config import DEFAULT_TARGET_MODULES, WeightFilterConfig
@@ -266,8 +266,37 @@ class WeightFilterModel(BaseTuner):
 
     # ---------------------------------------------------------------- unloading
 
-    def _unload_and_optionally_merge(self, *args, **kwargs):
-        model = super()._unload_and_optionally_merge(*args, **kwargs)
+    def check_safe_merge(self, adapter_names: Optional[list[str]] = None) -> None:
+        """Raise ``ValueError`` if merging the current selection would put a non-finite value in any layer.
+
+        PEFT's ``safe_merge`` checks each layer as it merges it, so a bad last layer would leave the
+        earlier ones merged (or unloaded); checking them all first makes a refusal change nothing.
+        """
+        for name, module in self.model.named_modules():
+            if not isinstance(module, WeightFilterLayer):
+                continue
+            names = check_adapters_to_merge(module, adapter_names)
+            try:
+                if names:
+                    module.merged_tensors(names, safe_merge=True)
+            except ValueError as err:
+                raise ValueError(
+                    f"safe_merge: merging {names} into {name} gives non-finite weights (a NaN or inf in the "
+                    f"selected filter rows); nothing was merged. Fix those rows or merge without them. ({err})"
+                ) from None
+
+    def merge_adapter(self, adapter_names: Optional[list[str]] = None, safe_merge: bool = False) -> None:
+        if safe_merge:
+            self.check_safe_merge(adapter_names)
+        super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge)
+
+    def _unload_and_optionally_merge(self, merge: bool = True, progressbar: bool = False, safe_merge: bool = False,
+                                     adapter_names: Optional[list[str]] = None):
+        if merge and safe_merge:
+            self.check_safe_merge(adapter_names)
+        model = super()._unload_and_optionally_merge(
+            merge=merge, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
+        )
         self._layers = None
         for handle in self._hook_handles:
             handle.remove()
