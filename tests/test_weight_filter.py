@@ -117,3 +117,121 @@ def test_safe_merge_refuses_non_finite_filters_and_changes_nothing(merge):
         peft_model.merge_adapter(safe_merge=True)
     assert torch.isfinite(logits(peft_model, x)).all()
     assert not torch.equal(logits(peft_model, x), filtered)  # the edited row is merged, not the old one
+
+
+# ------------------------------------------------------------------ the caches against in-place edits
+
+
+def thetas(peft_model):
+    return [p for n, p in peft_model.named_parameters() if "weight_filter_theta" in n]
+
+
+def reference_logits(kind, new_thetas, x, forget, dtype=torch.float32):
+    """Logits of a fresh model (empty caches) given ``new_thetas`` the ordinary way."""
+    fresh = peft_model_of(kind).to(dtype)
+    with torch.no_grad():
+        for p, value in zip(thetas(fresh), new_thetas):
+            p.copy_(value)
+    return logits(fresh, x.to(dtype), forget=forget)
+
+
+def edited(peft_model, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.empty(p.shape).uniform_(-4.0, 4.0, generator=gen) for p in thetas(peft_model)]
+
+
+def edit_data_assign(peft_model, values):
+    for p, value in zip(thetas(peft_model), values):
+        p.data = value.clone()
+
+
+def edit_load_state_dict(peft_model, values):
+    names = [n for n, _ in peft_model.named_parameters() if "weight_filter_theta" in n]
+    peft_model.load_state_dict(dict(zip(names, values)), strict=False)
+
+
+def edit_load_state_dict_assign(peft_model, values):
+    names = [n for n, _ in peft_model.named_parameters() if "weight_filter_theta" in n]
+    peft_model.load_state_dict({n: v.clone().requires_grad_() for n, v in zip(names, values)}, strict=False,
+                               assign=True)
+
+
+def edit_set_peft_model_state_dict(peft_model, values):
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model)
+    assert len(state) == len(values)
+    set_peft_model_state_dict(peft_model, dict(zip(state, values)))
+
+
+def edit_no_grad_copy(peft_model, values):
+    with torch.no_grad():
+        for p, value in zip(thetas(peft_model), values):
+            p.copy_(value)
+
+
+def edit_data_copy_then_clear(peft_model, values):
+    # `.data` bypasses autograd's version counter, which the caches key on: the documented contract
+    # is to tell the model (the other edits here need nothing).
+    for p, value in zip(thetas(peft_model), values):
+        p.data.copy_(value)
+    peft_model.base_model.clear_filter_caches()
+
+
+EDITS = {
+    "data_assign": edit_data_assign,
+    "load_state_dict": edit_load_state_dict,
+    "load_state_dict_assign": edit_load_state_dict_assign,
+    "set_peft_model_state_dict": edit_set_peft_model_state_dict,
+    "no_grad_copy": edit_no_grad_copy,
+    "data_copy_then_clear": edit_data_copy_then_clear,
+}
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+@pytest.mark.parametrize("edit", list(EDITS))
+@pytest.mark.parametrize("forget", [1, "cat", torch.tensor([0, 3, -1]), ["ant", "dog"]])
+def test_next_forward_sees_filters_edited_in_place(kind, edit, forget):
+    peft_model = peft_model_of(kind)
+    x = pixels(3)
+    old = logits(peft_model, x, forget=forget)
+    assert torch.equal(logits(peft_model, x, forget=forget), old)  # the caches are warm (and hit)
+    values = edited(peft_model)
+    EDITS[edit](peft_model, values)
+    new = logits(peft_model, x, forget=forget)
+    expected = reference_logits(kind, values, x, forget)
+    assert not torch.allclose(expected, old, atol=1e-3)  # the edit matters for these classes
+    assert torch.equal(new, expected)
+    with peft_model.forgetting(forget):
+        assert torch.equal(logits(peft_model, x), expected)
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adam_fused_off_foreach_off"])
+def test_next_forward_sees_an_optimizer_step(kind, optimizer):
+    peft_model = peft_model_of(kind)
+    x = pixels(3)
+    old = logits(peft_model, x, forget=2)
+    params = thetas(peft_model)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=5.0)
+    else:
+        opt = torch.optim.Adam(params, lr=0.5, foreach=optimizer == "adam")
+    # a model loss through the training path, plus a term that moves every filter far enough to matter
+    loss = -peft_model(pixel_values=x, forget=2).logits.logsumexp(-1).mean() + sum(p.sum() for p in params)
+    loss.backward()
+    opt.step()
+    new = logits(peft_model, x, forget=2)
+    values = [p.detach().clone() for p in params]
+    assert not torch.allclose(new, old, atol=1e-3)
+    assert torch.equal(new, reference_logits(kind, values, x, 2))
+
+
+def test_cached_filters_follow_the_model_to_another_dtype():
+    peft_model = peft_model_of("resnet")
+    x = pixels(3)
+    logits(peft_model, x, forget=1)  # caches filled in float32
+    peft_model.double()  # nn.Module._apply swaps `.data`: no version bump
+    values = [p.detach().clone() for p in thetas(peft_model)]
+    assert torch.equal(logits(peft_model, x.double(), forget=1),
+                       reference_logits("resnet", values, x, 1, dtype=torch.float64))

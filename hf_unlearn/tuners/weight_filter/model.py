@@ -192,6 +192,25 @@ class WeightFilterModel(BaseTuner):
             mapping[self._selection_key] = (context, call)
         return SELECTIONS.set(mapping)
 
+    def clear_filter_caches(self) -> None:
+        """Drop every layer's cached filters and scales.
+
+        The caches follow every ordinary update of the filters by themselves (an optimizer step,
+        ``load_state_dict``, an in-place edit under ``torch.no_grad()``, ``.data = ...``, ``.to()``);
+        an in-place edit through ``.data`` is invisible to them (it bumps no version counter), so
+        call this after one.
+
+        Example:
+
+        ```py
+        >>> for p in peft_model.parameters():
+        ...     p.data.mul_(0.5)
+        >>> peft_model.base_model.clear_filter_caches()
+        ```
+        """
+        for layer in self.filter_layers():
+            layer.clear_caches()
+
     def inject_adapter(self, *args, **kwargs):
         self._layers = None
         self._selection_cache = {}
