@@ -359,3 +359,33 @@ def test_main_rejects_bad_class_and_layer_before_reading_data(digits_adapter):
         explain_command.main(["--adapter", wf, "--dataset", "no-such-dataset", "--classes", "42", "--output_dir", "x"])
     with pytest.raises(ValueError, match=r"(?s)'fc9' is not a layer this adapter filters.*stages"):
         explain_command.main(["--adapter", wf, "--dataset", "no-such-dataset", "--layer", "fc9", "--output_dir", "x"])
+
+
+def test_command_options_are_dataclasses_with_config_and_checks(tmp_path):
+    from hf_unlearn.commands.arguments import DataArguments, RuntimeArguments, parse_arguments
+
+    config = tmp_path / "explain.yaml"
+    config.write_text("images_per_class: 3\nclasses: [Coat, '4']\nmethods: [filter, random]\nno_plots: true\n"
+                      "dataset: digits\n")
+    kinds = (explain_command.ExplainArguments, DataArguments, RuntimeArguments)
+    args, data, runtime = parse_arguments(kinds, ["--config", str(config), "--adapter", "a", "--output_dir", "o",
+                                                  "--images_per_class", "5", "--cpu"])
+    assert (args.images_per_class, args.classes, args.methods, args.no_plots) == (5, ["Coat", "4"],
+                                                                                ["filter", "random"], True)
+    assert data.dataset == "digits" and runtime.cpu and not runtime.no_progress
+    assert (args.auc_images, args.steps, args.baseline, args.batch_size, args.seed) == (200, 16, "zero", 64, 0)
+    with pytest.raises(ValueError, match="--steps must be >= 1, got 0"):
+        explain_command.main(["--adapter", "a", "--output_dir", "o", "--steps", "0"])
+    with pytest.raises(SystemExit):  # argparse: an unknown method is a usage error
+        parse_arguments(kinds, ["--adapter", "a", "--output_dir", "o", "--methods", "lime"])
+
+
+def test_plain_transformers_model_takes_class_names():
+    model = tm.build("resnet")
+    x = tm.pixels(2)
+    layer = "resnet.encoder.stages.1.layers.0.layer.1.convolution"
+    assert torch.equal(saliency.gradcam(model, x, "CAT", layer=layer), saliency.gradcam(model, x, 2, layer=layer))
+    with pytest.raises(ValueError, match=r"Unknown class name 'zebra'.*Valid classes.*'ant'"):
+        saliency.gradcam(model, x, "zebra", layer=layer)
+    with pytest.raises(ValueError, match=r"Class id 4 is out of range"):
+        saliency.gradcam(model, x, 4, layer=layer)
