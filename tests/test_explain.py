@@ -10,7 +10,7 @@ from torch.nn import functional as F
 import tiny_models as tm
 from hf_unlearn import UnlearnAdapter
 from hf_unlearn.commands import explain as explain_command
-from hf_unlearn.explain import common, faithfulness, filters, plots, saliency
+from hf_unlearn.explain import faithfulness, filters, plots, saliency
 
 PNG = b"\x89PNG\r\n\x1a\n"
 EMBEDDER = "resnet.embedder.embedder.convolution"
@@ -89,7 +89,7 @@ def test_filter_saliency_points_at_the_bright_patch(patch_resnet):
     # exactly the CAM of unit 5 alone: ReLU of its activation, upsampled, normalised
     conv = adapter.filter_layers()[EMBEDDER].get_base_layer()
     act = F.conv2d(x, conv.weight, stride=conv.stride, padding=conv.padding)[:, 5]
-    manual = common.normalise(common.upsample(torch.relu(act), (16, 16)))
+    manual = saliency.normalise(saliency.upsample(torch.relu(act), (16, 16)))
     assert torch.allclose(sal, manual, atol=1e-4)
     # the selection the caller may have active does not leak into the maps
     with adapter.forgetting("ant"):
@@ -123,7 +123,7 @@ def test_vit_token_saliency_is_exact_and_skips_the_dead_last_block():
         adapter(pixel_values=x)
     handle.remove()
     tokens = store["act"][:, 1:, 7].abs().reshape(3, 4, 4)  # the 4x4 patch grid after the class token
-    manual = common.normalise(common.upsample(tokens, (8, 8)))
+    manual = saliency.normalise(saliency.upsample(tokens, (8, 8)))
     sal = saliency.filter_saliency(adapter, x, 2)
     assert torch.allclose(sal, manual, atol=1e-4)
     cam = saliency.gradcam(adapter, x, [0, 1, 2])

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from peft import PeftModel
-from torch.nn import functional as F
 
 from ..adapter import UnlearnAdapter
 from ..tuners.weight_filter.selection import resolve_class
@@ -38,8 +37,6 @@ __all__ = [
     "class_ids",
     "as_batch",
     "unpack_batch",
-    "normalise",
-    "upsample",
 ]
 
 
@@ -161,19 +158,3 @@ def unpack_batch(batch) -> tuple[Any, Any]:
     if isinstance(batch, Mapping):
         return batch["pixel_values"], batch["labels"]
     return batch[0], batch[1]
-
-
-def normalise(maps):
-    """Per-image min-max to [0, 1]; a constant map (up to rounding) becomes all zeros."""
-    flat = maps.reshape(maps.shape[0], -1)
-    lo = flat.min(1, keepdim=True).values
-    hi = flat.max(1, keepdim=True).values
-    span = hi - lo
-    flat_enough = span <= 1e-5 * torch.maximum(lo.abs(), hi.abs()) + 1e-12  # constant up to rounding
-    out = torch.where(flat_enough, torch.zeros_like(flat), (flat - lo) / span.clamp_min(1e-12))
-    return out.reshape(maps.shape)
-
-
-def upsample(maps, size):
-    """``(B, h, w)`` maps resized (bilinear) to ``size = (H, W)``."""
-    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..evaluation.report import write_report
 
-__all__ = ["DEFINITIONS", "fmt", "markdown", "summary_line", "write_explain_report"]
+__all__ = ["DEFINITIONS", "markdown", "summary_line", "write_explain_report"]
 
 DEFINITIONS = {
     "filter map": "1 - alpha[c, k] for every unit k of every filtered layer: how much of unit k forgetting "
@@ -48,7 +48,7 @@ DEFINITIONS = {
 }
 
 
-def fmt(v, digits: int = 3) -> str:
+def _fmt(v, digits: int = 3) -> str:
     """A table cell: floats to ``digits`` places, None and non-finite as a dash, pipes escaped."""
     if v is None:
         return "–"
@@ -64,26 +64,26 @@ def markdown(r: Mapping[str, Any]) -> str:
     s = r.get("settings", {})
     run += [("images per class / AUC images", f"{s.get('images_per_class')} / {r['faithfulness'].get('n_images')}"),
             ("steps, baseline, seed", f"{s.get('steps')}, {s.get('baseline')}, {s.get('seed')}"),
-            ("base accuracy on the split", f"{fmt(r['confusion']['base_accuracy'], 2)}% "
+            ("base accuracy on the split", f"{_fmt(r['confusion']['base_accuracy'], 2)}% "
                                            f"({r['confusion']['n_samples']} samples)")]
-    lines += ["| run | |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in run] + [""]
+    lines += ["| run | |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in run] + [""]
 
     lines += ["## What each row switches off", "",
               "| class (row) | mean 1-α | share α<0.5 | most-used layer (mean 1-α) | nearest row (cos) | "
               "base: most confused with | base acc (%) |", "|---|---|---|---|---|---|---|"]
     for i, row in enumerate(r["rows"]):
         lines.append(
-            f"| {i} {fmt(row['class'])} | {fmt(row['mean_off'])} | {fmt(row['share_off'])} | "
-            f"{fmt(row['most_used_layer'])} ({fmt(row['most_used_layer_mean_off'])}) | "
-            f"{fmt(row['nearest_row'])} ({fmt(row['nearest_row_similarity'])}) | "
-            f"{fmt(row['most_confused_with'])} | {fmt(row['base_accuracy'], 1)} |")
+            f"| {i} {_fmt(row['class'])} | {_fmt(row['mean_off'])} | {_fmt(row['share_off'])} | "
+            f"{_fmt(row['most_used_layer'])} ({_fmt(row['most_used_layer_mean_off'])}) | "
+            f"{_fmt(row['nearest_row'])} ({_fmt(row['nearest_row_similarity'])}) | "
+            f"{_fmt(row['most_confused_with'])} | {_fmt(row['base_accuracy'], 1)} |")
     lines.append("")
 
     corr = r["similarity_vs_confusion"]
     lines += ["## Row similarity vs the base model's confusion", "",
               f"Dendrogram order: {', '.join(map(str, r['similarity']['order']))}", "",
-              f"Spearman {fmt(corr.get('spearman'))} (p {fmt(corr.get('spearman_p'), 4)}), "
-              f"Pearson {fmt(corr.get('pearson'))} (p {fmt(corr.get('pearson_p'), 4)}) over "
+              f"Spearman {_fmt(corr.get('spearman'))} (p {_fmt(corr.get('spearman_p'), 4)}), "
+              f"Pearson {_fmt(corr.get('pearson'))} (p {_fmt(corr.get('pearson_p'), 4)}) over "
               f"{corr.get('n_pairs')} class pairs. Positive = classes whose rows switch off the same units are "
               "the ones the base model confuses.", ""]
 
@@ -95,7 +95,7 @@ def markdown(r: Mapping[str, Any]) -> str:
                   "| saliency | deletion AUC ↓ | insertion AUC ↑ | empty maps |", "|---|---|---|---|"]
         empty = f.get("empty_maps") or {}
         for m, d in f["summary"].items():
-            cell = lambda st: f"{fmt(st['mean'])} ± {fmt(st['sem'])}"  # noqa: E731
+            cell = lambda st: f"{_fmt(st['mean'])} ± {_fmt(st['sem'])}"  # noqa: E731
             share = empty.get(m)
             lines.append(f"| {m} | {cell(d['deletion'])} | {cell(d['insertion'])} | "
                          f"{'–' if share is None else f'{100 * share:.0f}%'} |")
@@ -117,7 +117,7 @@ def markdown(r: Mapping[str, Any]) -> str:
             vals = [per[m]["deletion"][c] for m in per] + [per[m]["insertion"][c] for m in per]
             if all(v is None for v in vals):
                 continue
-            lines.append(f"| {c} {fmt(name)} | " + " | ".join(fmt(v) for v in vals) + " |")
+            lines.append(f"| {c} {_fmt(name)} | " + " | ".join(_fmt(v) for v in vals) + " |")
         lines.append("")
     else:
         lines += ["No AUC images (auc_images = 0).", ""]
@@ -130,7 +130,7 @@ def markdown(r: Mapping[str, Any]) -> str:
         lines += ["## Environment", "", f"python {env.get('python')} on {env.get('platform')}, "
                   f"{env.get('cpu_count')} CPUs" + (f", GPUs: {', '.join(env['gpus'])}" if env.get("gpus") else ""),
                   "", ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
-                  f"{fmt(r.get('seconds'), 1)} s", ""]
+                  f"{_fmt(r.get('seconds'), 1)} s", ""]
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in r.get("definitions", DEFINITIONS).items()] + [""]
     return "\n".join(lines)
 
@@ -156,8 +156,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
     """One line for the console: the layer, the similarity/confusion correlation and the mean AUCs."""
     f = report["faithfulness"]
     corr = report["similarity_vs_confusion"]
-    parts = [f"layer {report['saliency_layer']}", f"similarity~confusion spearman {fmt(corr.get('spearman'))}"]
+    parts = [f"layer {report['saliency_layer']}", f"similarity~confusion spearman {_fmt(corr.get('spearman'))}"]
     if f.get("n_images"):
         for m, d in f["summary"].items():
-            parts.append(f"{m} del {fmt(d['deletion']['mean'])} ins {fmt(d['insertion']['mean'])}")
+            parts.append(f"{m} del {_fmt(d['deletion']['mean'])} ins {_fmt(d['insertion']['mean'])}")
     return "; ".join(parts)

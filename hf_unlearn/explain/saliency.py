@@ -32,9 +32,9 @@ import math
 from typing import Any, Optional
 
 import torch
+from torch.nn import functional as F
 
-from .common import as_adapter, as_batch, base_model_context, class_ids, logits_of, maybe_adapter, model_device, \
-    normalise, upsample
+from .common import as_adapter, as_batch, base_model_context, class_ids, logits_of, maybe_adapter, model_device
 
 __all__ = [
     "METHODS",
@@ -46,12 +46,30 @@ __all__ = [
     "filter_saliency",
     "gradcam",
     "random_saliency",
+    "normalise",
+    "upsample",
 ]
 
 METHODS = ("filter", "filter_abs", "gradcam", "random")
 DEFAULT_METHODS = ("filter", "gradcam", "random")
 _FILTER_METHODS = ("filter", "filter_abs")
 _VIT_TYPES = ("vit", "deit", "dinov2", "beit", "data2vec-vision", "vit_msn", "vit_mae", "siglip_vision_model")
+
+
+def normalise(maps):
+    """Per-image min-max to [0, 1]; a constant map (up to rounding) becomes all zeros."""
+    flat = maps.reshape(maps.shape[0], -1)
+    lo = flat.min(1, keepdim=True).values
+    hi = flat.max(1, keepdim=True).values
+    span = hi - lo
+    flat_enough = span <= 1e-5 * torch.maximum(lo.abs(), hi.abs()) + 1e-12  # constant up to rounding
+    out = torch.where(flat_enough, torch.zeros_like(flat), (flat - lo) / span.clamp_min(1e-12))
+    return out.reshape(maps.shape)
+
+
+def upsample(maps, size):
+    """``(B, h, w)`` maps resized (bilinear) to ``size = (H, W)``."""
+    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
 def resolve_layer(adapter, layer: str) -> str:
