@@ -28,6 +28,12 @@ class WeightFilterModel(BaseTuner):
     on the shared layers, so one model may serve calls with different ``forget=`` from several
     threads at once. A ``forgetting(...)`` context applies to calls in the same thread or task only.
 
+    Editing the filters: inference caches the filters and the scales of recent selections; they
+    follow an optimizer step, ``load_state_dict``, an in-place edit under ``torch.no_grad()``,
+    ``.data = ...`` and ``.to()`` by themselves. An in-place edit through ``.data`` (e.g.
+    ``theta.data.copy_(...)``) bumps no version counter and is not seen: call
+    :meth:`clear_filter_caches` after one.
+
     Example:
 
     ```py
