@@ -306,7 +306,7 @@ def _read_gz(path: str) -> bytes:
 def read_fashion_mnist(directory: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """The official Fashion-MNIST IDX ``.gz`` files as ``(uint8 images (N, 28, 28), int64 labels (N,))``.
 
-    Reads the files directly (no ``datasets``), as ``hf_unlearn.data.loading`` does for its built-in set.
+    Reads the files directly (no ``datasets``), as ``hf_unlearn.data.builtin`` does for its built-in sets.
     Cached per process (decompressing the training split takes about a second): do not modify the
     returned tensors in place.
     """
@@ -347,7 +347,7 @@ def image_stream(num_images: int, image_size: int, *, seed: int = 0, fashion_mni
                  prefer: Optional[str] = "fashion_mnist_100") -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``num_images`` real images for a classifier at ``image_size``: ``(pixel_values, labels, info)``.
 
-    If ``hf_unlearn.data.loading`` has the built-in dataset ``prefer`` (the 100-class Fashion-MNIST
+    If ``hf_unlearn.data.builtin`` has the built-in dataset ``prefer`` (the 100-class Fashion-MNIST
     composites) and it loads here, its training split is used through the project's own loader and
     image processing. Otherwise (it is not built in, or ``datasets`` is not installed, as on a bare
     GPU machine) Fashion-MNIST's training images are read straight from the IDX files in
@@ -357,7 +357,7 @@ def image_stream(num_images: int, image_size: int, *, seed: int = 0, fashion_mni
     """
     info: dict = {"num_images": num_images, "image_size": image_size}
     if prefer:
-        from .data import loading as hf_data
+        from .data import builtin as hf_data
 
         if prefer in getattr(hf_data, "BUILTIN_DATASETS", ()):
             try:
@@ -367,7 +367,7 @@ def image_stream(num_images: int, image_size: int, *, seed: int = 0, fashion_mni
             except Exception as err:  # a bare GPU machine has no `datasets`: say so and use the IDX files
                 info["reason"] = f"built-in {prefer!r} could not be loaded ({type(err).__name__}: {err})"
         else:
-            info["reason"] = f"no built-in dataset {prefer!r} in this version of hf_unlearn.data.loading"
+            info["reason"] = f"no built-in dataset {prefer!r} in this version of hf_unlearn.data.builtin"
     directory = fashion_mnist_dir or os.environ.get("HF_UNLEARN_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
     images, labels = read_fashion_mnist(directory, "train")
     if num_images > len(labels):
@@ -380,7 +380,9 @@ def image_stream(num_images: int, image_size: int, *, seed: int = 0, fashion_mni
 def _builtin_stream(name: str, num_images: int, image_size: int, seed: int):
     from transformers import ViTImageProcessor
 
-    from .data.loading import load_image_dataset, subsample, to_tensor_dataset
+    from .data.loaders import subsample
+    from .data.loading import load_image_dataset
+    from .data.transforms import to_tensor_dataset
 
     data = load_image_dataset(name, split="train")
     data = subsample(data, num_images, seed=seed)

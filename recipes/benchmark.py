@@ -545,7 +545,9 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from hf_unlearn.baselines import BASELINES, get_baseline, param_bytes, tensor_loaders
-    from hf_unlearn.data.loading import load_image_dataset, subsample, to_tensor_dataset
+    from hf_unlearn.data.loaders import subsample
+    from hf_unlearn.data.loading import load_image_dataset
+    from hf_unlearn.data.transforms import to_tensor_dataset
     from hf_unlearn.evaluation.suite import DEFINITIONS
     from hf_unlearn.training.retrain import RETRAIN_INFO, retrain_dirs_from_root, retrain_folder_name
 

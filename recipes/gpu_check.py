@@ -10,7 +10,7 @@ It writes ``gpu_check.json``, ``gpu_check.md`` and ``gpu_check.log`` into ``--ou
 after every case, so a run stopped early still leaves what it measured) and nothing else there.
 
 1. Models: ViT-B/16 (224), ConvNeXt-T and ResNet-50 from transformers configs, random weights, a
-   100-class head; data: the built-in 100-class Fashion-MNIST composites when ``hf_unlearn.data.loading`` has
+   100-class head; data: the built-in 100-class Fashion-MNIST composites when ``hf_unlearn.data.builtin`` has
    them and they load here, else Fashion-MNIST's training images resized to 224 (IDX files).
 2. For each precision (bf16 autocast, fp16 autocast with accelerate's grad scaler, fp32), each model:
    - a weight-filter untraining step (``hf_unlearn.training.untrain``'s own loop) against a plain

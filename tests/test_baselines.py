@@ -17,7 +17,8 @@ FORGET = 0
 def setup(digits_base):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset
+    from hf_unlearn.data.loaders import build_dataloader, class_subset
+    from hf_unlearn.data.loading import load_image_dataset
 
     folder, _ = digits_base
     model = AutoModelForImageClassification.from_pretrained(str(folder)).eval()

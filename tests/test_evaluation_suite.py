@@ -9,7 +9,8 @@ import torch
 
 from ddp import launch_two_ranks
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig
-from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset, subsample
+from hf_unlearn.data.loaders import build_dataloader, class_subset, subsample
+from hf_unlearn.data.loading import load_image_dataset
 from hf_unlearn.evaluation import (
     accuracy_matrix,
     evaluate_unlearning,
@@ -195,13 +196,13 @@ RETRAIN_EPOCHS = 8
 @pytest.fixture(scope="module")
 def retrained(digits_base, tmp_path_factory):
     """The digits base recipe retrained without class 3 (the job, reading the base's config)."""
-    import hf_unlearn.data.loading
+    import hf_unlearn.data.loaders
     from hf_unlearn.training.retrain import main
 
     base_dir, _ = digits_base
     root = tmp_path_factory.mktemp("retrain")
     seen = []
-    original = hf_unlearn.data.loading.build_dataloader
+    original = hf_unlearn.data.loaders.build_dataloader
 
     def spy(data, *args, **kwargs):
         if kwargs.get("shuffle"):  # the training loader
@@ -209,7 +210,7 @@ def retrained(digits_base, tmp_path_factory):
         return original(data, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hf_unlearn.data.loading, "build_dataloader", spy)
+        mp.setattr(hf_unlearn.data.loaders, "build_dataloader", spy)
         # the base recipe, with one flag overriding it (fewer epochs keep the test fast)
         summary = main(["--base_dir", str(base_dir), "--classes", str(FORGET), "--output_dir", str(root),
                         "--epochs", str(RETRAIN_EPOCHS), "--num_threads", "1"])

@@ -237,7 +237,7 @@ def test_real_size_configs_are_the_published_models():
 def test_image_stream_without_datasets_reads_the_idx_files(monkeypatch, tmp_path):
     """With a 100-class built-in declared but `datasets` missing (the GPU machine), the stream falls back
     to Fashion-MNIST's IDX files and says why."""
-    import hf_unlearn.data.loading as hf_data
+    import hf_unlearn.data.builtin as hf_data
 
     monkeypatch.setattr(hf_data, "BUILTIN_DATASETS", tuple(hf_data.BUILTIN_DATASETS) + ("fashion_mnist_100",))
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now raises ImportError

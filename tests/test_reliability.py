@@ -396,7 +396,8 @@ def test_train_options_cannot_be_abbreviated(tmp_path, capsys):
 
 
 def test_a_class_without_training_rows_is_warned_about():
-    from hf_unlearn.data.loading import class_subset, load_image_dataset
+    from hf_unlearn.data.loaders import class_subset
+    from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.training.job import classes_without_rows
 
     data = class_subset(load_image_dataset("digits", split="train"), [3], keep=False)
@@ -480,7 +481,8 @@ def test_the_class_names_hint_says_what_to_do_on_the_command_line(tmp_path):
 
 
 def test_an_empty_training_split_is_a_clear_error(digits_base, tmp_path):
-    from hf_unlearn.data.loading import class_subset, load_image_dataset
+    from hf_unlearn.data.loaders import class_subset
+    from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.training.job import run
 
     empty = class_subset(load_image_dataset("digits", split="train"), list(range(10)), keep=False)

@@ -85,7 +85,8 @@ def test_unknown_preset_lists_valid_names():
 def test_train_base_on_digits_saves_a_reloadable_model(tmp_path):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from hf_unlearn.data.loading import build_dataloader, load_image_dataset
+    from hf_unlearn.data.loaders import build_dataloader
+    from hf_unlearn.data.loading import load_image_dataset
 
     out = tmp_path / "base-digits"
     metrics = train_base({
@@ -178,11 +179,12 @@ def test_resolve_args_checks():
 
 
 def _ddp_worker(out_dir):
-    """Runs in each rank: 1) the loaders of hf_unlearn.data.loading through accelerator.prepare, recording what
+    """Runs in each rank: 1) the loaders of hf_unlearn.data.loaders through accelerator.prepare, recording what
     every rank saw; 2) train_base under DDP."""
     from accelerate import Accelerator
 
-    from hf_unlearn.data.loading import build_dataloader, load_image_dataset
+    from hf_unlearn.data.loaders import build_dataloader
+    from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.presets import make_image_processor
 
     torch.set_num_threads(1)
@@ -220,7 +222,8 @@ def ddp_run(tmp_path_factory):
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_ddp_loaders_see_every_example_exactly_once(ddp_run, streaming):
     """accelerate shards both loaders over 2 ranks: nothing lost, nothing doubled (no double sharding)."""
-    from hf_unlearn.data.loading import load_image_dataset, to_tensor_dataset
+    from hf_unlearn.data.loading import load_image_dataset
+    from hf_unlearn.data.transforms import to_tensor_dataset
     from hf_unlearn.presets import make_image_processor
 
     data = load_image_dataset("digits", split="test")

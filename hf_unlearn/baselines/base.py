@@ -13,7 +13,7 @@ the forgotten classes from the model itself.
 ([3], 12.3, 0.01)
 ```
 
-Loaders are ordinary DataLoaders yielding ``{"pixel_values", "labels"}`` (``hf_unlearn.data.loading.
+Loaders are ordinary DataLoaders yielding ``{"pixel_values", "labels"}`` (``hf_unlearn.data.loaders.
 build_dataloader`` over ``class_subset(train, classes, keep=False)`` and ``keep=True``, or
 :func:`tensor_loaders` over preprocessed tensors). ``seconds`` is the wall time of the unlearning
 itself (everything the method computes, mask/Fisher/SVD included; the deep copy excluded).
@@ -31,6 +31,8 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.tensors import TensorDictDataset, collate_batches
+
 __all__ = [
     "UnlearnResult",
     "Unlearner",
@@ -40,7 +42,6 @@ __all__ = [
     "final_linear",
     "cycle",
     "tensor_loaders",
-    "TensorDictDataset",
     "random_other_labels",
 ]
 
@@ -133,39 +134,10 @@ def random_other_labels(labels: torch.Tensor, num_classes: int, generator: torch
     return (labels + shift) % num_classes
 
 
-class TensorDictDataset(torch.utils.data.Dataset):
-    """Rows ``indices`` (default: all) of ``(pixel_values, labels)`` tensors as a dataset of
-    ``{"pixel_values", "labels"}`` dicts; batches are fetched with one indexing op, and the tensors
-    are shared, not copied."""
-
-    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor, indices: Optional[torch.Tensor] = None):
-        if len(pixel_values) != len(labels):
-            raise ValueError("pixel_values and labels differ in length")
-        self.pixel_values, self.labels = pixel_values, labels
-        self.indices = torch.arange(len(labels)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        i = self.indices[index]
-        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
-
-    def __getitems__(self, indices):
-        i = self.indices[torch.as_tensor(indices, dtype=torch.long)]
-        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
-
-
-def _collate(items):
-    if isinstance(items, dict):
-        return items
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
-
-
 def tensor_loaders(pixel_values: torch.Tensor, labels: torch.Tensor, forget_classes: Sequence[int], *,
                    batch_size: int = 128, seed: int = 0, forget_batch_size: Optional[int] = None):
     """``(retain_loader, forget_loader)``: shuffled, seeded DataLoaders over preprocessed tensors
-    (e.g. ``hf_unlearn.data.loading.to_tensor_dataset(...).tensors``), sharing them without copies."""
+    (e.g. ``hf_unlearn.data.transforms.to_tensor_dataset(...).tensors``), sharing them without copies."""
     mask = torch.isin(labels, torch.as_tensor(list(forget_classes), dtype=labels.dtype))
     out = []
     for keep, bs, offset in ((~mask, batch_size, 0), (mask, forget_batch_size or batch_size, 1)):
@@ -173,7 +145,7 @@ def tensor_loaders(pixel_values: torch.Tensor, labels: torch.Tensor, forget_clas
         if len(idx) == 0:
             raise ValueError("A retain or forget split is empty.")
         ds = TensorDictDataset(pixel_values, labels, idx)
-        out.append(torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, collate_fn=_collate,
+        out.append(torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, collate_fn=collate_batches,
                                                generator=torch.Generator().manual_seed(seed + offset)))
     return tuple(out)
 

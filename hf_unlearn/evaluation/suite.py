@@ -494,7 +494,7 @@ def _labels_of(data, role: str) -> np.ndarray:
                         f"got {type(data).__name__}.")
     if data.streaming:
         raise ValueError(f"The {role} split {data.split!r} of {data.source!r} is streamed: evaluation needs a "
-                         "map-style split (streaming=False; subsample it with hf_unlearn.data.loading.subsample).")
+                         "map-style split (streaming=False; subsample it with hf_unlearn.data.loaders.subsample).")
     if len(data.dataset) == 0:
         raise ValueError(f"The {role} split {data.split!r} of {data.source!r} is empty: nothing to evaluate.")
     return np.asarray(data.dataset[data.label_column], dtype=np.int64)
@@ -679,7 +679,9 @@ def evaluate_unlearning(
         ValueError: the splits' classes do not match the model, a split is empty, a forget class has
             no samples in a split, or the image processor does not fit the model's channels.
     """
-    from ..data.loading import build_dataloader, check_labels_match, check_processor_fits
+    from ..data.loaders import build_dataloader
+    from ..data.loading import check_labels_match
+    from ..data.transforms import check_processor_fits
 
     start = time.perf_counter()
     plain, adapter, processor, description = _load_target(target, image_processor)
@@ -1084,7 +1086,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
     from ..adapter import UnlearnAdapter
-    from ..data.loading import load_image_dataset, subsample
+    from ..data.loaders import subsample
+    from ..data.loading import load_image_dataset
     from ..training.retrain import retrain_dirs_from_root
     from .report import write_report
 
@@ -1155,7 +1158,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
 def _evaluate_set_sizes(args, adapter, test, accelerator, progress) -> dict:
     """``--set_sizes``: random sets of each size on the test split (written to sets.md next to the report)."""
-    from ..data.loading import build_dataloader
+    from ..data.loaders import build_dataloader
     from .sets import evaluate_set_sizes, format_set_sizes
 
     if adapter is None:

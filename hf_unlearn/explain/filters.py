@@ -167,7 +167,7 @@ def confusion_matrix(model, loader, num_classes: Optional[int] = None, *, progre
                      desc: str = "confusion (base model)") -> np.ndarray:
     """Counts ``C[true, predicted]`` of the base model (an adapter with no class selected) over ``loader``.
 
-    ``loader`` yields ``{"pixel_values", "labels"}`` dicts (``hf_unlearn.data.loading.build_dataloader``)
+    ``loader`` yields ``{"pixel_values", "labels"}`` dicts (``hf_unlearn.data.loaders.build_dataloader``)
     or ``(pixel_values, labels)`` pairs.
     """
     device = model_device(model)

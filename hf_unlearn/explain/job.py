@@ -33,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..adapter import UnlearnAdapter
-from ..data.loading import build_dataloader, check_labels_match, load_image_dataset, subsample
+from ..data.loaders import build_dataloader, subsample
+from ..data.loading import check_labels_match, load_image_dataset
 from .common import as_adapter, base_model_context, logits_of, model_device, unpack_batch
 from .faithfulness import curve_auc, perturbation_curves
 from .filters import (

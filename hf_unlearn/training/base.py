@@ -155,7 +155,8 @@ def resolve_args(args: Union[argparse.Namespace, Mapping[str, Any], None] = None
 
 
 def _load_data(args, split: str, max_samples: Optional[int]):
-    from ..data.loading import load_image_dataset, subsample
+    from ..data.loaders import subsample
+    from ..data.loading import load_image_dataset
 
     data = load_image_dataset(
         args.dataset, split=split, streaming=args.streaming, image_column=args.image_column,
@@ -168,7 +169,7 @@ def _without_classes(data, classes):
     """The training split minus ``classes`` (ids unchanged), and the class counts left in it."""
     import numpy as np
 
-    from ..data.loading import class_subset
+    from ..data.loaders import class_subset
 
     ids = sorted({int(c) for c in classes})
     bad = [c for c in ids if not 0 <= c < data.num_classes]
@@ -287,7 +288,8 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from ..data.loading import build_dataloader, check_labels_match, num_batches
+    from ..data.loaders import build_dataloader, num_batches
+    from ..data.loading import check_labels_match
 
     args = resolve_args(args, **overrides)
     start_wall = time.perf_counter()

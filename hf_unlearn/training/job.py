@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> dict:
     from ..adapter import UnlearnAdapter, canonical_base_model_path, check_local_path
     from ..hub.cards import write_adapter_card
     from ..run_utils import machine_info, package_versions, write_yaml_config
-    from ..data.loading import build_dataloader, check_labels_match, load_image_dataset, subsample
+    from ..data.loaders import build_dataloader, subsample
+    from ..data.loading import check_labels_match, load_image_dataset
     from .untrain import untrain
     from ..tuners.weight_filter import WeightFilterConfig
 
@@ -397,11 +398,11 @@ def classes_without_rows(data) -> list:
 
     if data.streaming:
         return []
-    from ..data.loading import _label_array
+    from ..data.loaders import label_array
 
     import numpy as np
 
-    counts = np.bincount(_label_array(data.dataset, data.label_column), minlength=data.num_classes)
+    counts = np.bincount(label_array(data.dataset, data.label_column), minlength=data.num_classes)
     missing = [str(data.class_names[i]) for i in range(data.num_classes) if counts[i] == 0]
     if missing:
         warnings.warn(
@@ -431,7 +432,8 @@ def split_validation(args: argparse.Namespace, train_data, targs: UntrainingArgu
     from dataclasses import replace
 
     from .convergence import check_validation_classes, stratified_validation_indices
-    from ..data.loading import _label_array, load_image_dataset, subsample
+    from ..data.loaders import label_array, subsample
+    from ..data.loading import load_image_dataset
 
     if not targs.eval_every:
         return train_data, None
@@ -439,14 +441,14 @@ def split_validation(args: argparse.Namespace, train_data, targs: UntrainingArgu
         val = load_image_dataset(args.dataset, split=args.validation_split, image_column=args.image_column,
                                  label_column=args.label_column, revision=args.dataset_revision)
         val = subsample(val, args.validation_max_samples, seed=targs.seed)
-        check_validation_classes(_label_array(val.dataset, val.label_column), val.num_classes, val.class_names)
+        check_validation_classes(label_array(val.dataset, val.label_column), val.num_classes, val.class_names)
         return train_data, val
     if train_data.streaming:
         raise ValueError(
             "A streamed training split cannot be carved into a class-stratified validation split: pass "
             "--validation_split <split name>, or --eval_every 0 for an epoch/step schedule without convergence check."
         )
-    labels = _label_array(train_data.dataset, train_data.label_column)
+    labels = label_array(train_data.dataset, train_data.label_column)
     train_idx, val_idx = stratified_validation_indices(
         labels, train_data.num_classes, fraction=args.validation_fraction,
         max_samples=args.validation_max_samples, seed=targs.seed,
@@ -459,10 +461,10 @@ def _forget_class_weights(train_data, targs: UntrainingArguments):
     """Inverse-frequency weights of the forget term (None if the classes are balanced, or streaming)."""
     if not targs.balance_forget or train_data.streaming:
         return None
-    from ..data.loading import _label_array
+    from ..data.loaders import label_array
     from .untrain import forget_class_weights
 
-    return forget_class_weights(_label_array(train_data.dataset, train_data.label_column), train_data.num_classes)
+    return forget_class_weights(label_array(train_data.dataset, train_data.label_column), train_data.num_classes)
 
 
 def random_pairs(num_classes: int, count: int, seed: int = 0) -> list[list[int]]:

@@ -416,7 +416,7 @@ def untrain(
         train_loader: a DataLoader yielding ``{"pixel_values", "labels"}`` over the training split
             (all classes). Map-style loaders are sharded by ``accelerator.prepare``; pass an
             ``IterableDataset`` loader already sharded per rank only if you know what you do (see
-            ``hf_unlearn.data.loading``).
+            ``hf_unlearn.data.loaders``).
         accelerator: an ``accelerate.Accelerator`` (one is made if None).
         output_dir: where ``checkpoint-<step>`` folders go (with ``args.checkpoint_every``).
         resume_from: a checkpoint folder, or ``"latest"`` for the newest one in ``output_dir``.
