@@ -26,10 +26,10 @@ COMMANDS = {
 }
 # command -> (module, function taking argv); imported only when that command runs
 RUNNERS = {
-    "train-base": (".training.base", "main"),
+    "train-base": (".commands.train_base", "main"),
     "train": (".training.job", "main"),
     "evaluate": (".evaluation.suite", "main"),
-    "retrain": (".training.retrain", "main"),
+    "retrain": (".commands.retrain", "main"),
     "explain": (".commands.explain", "main"),
     "push": (".hub.core", "cli_push"),
     "demo": (".demo.cli", "main"),

@@ -59,6 +59,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.num_threads)
     from hf_unlearn import UnlearnAdapter
     from hf_unlearn.hub.cards import write_exported_card
+    from hf_unlearn.commands.train_base import TrainBaseArguments
     from hf_unlearn.training.base import train_base
     from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.evaluation.plots import plot_accuracy_matrix, plot_forget_retain
@@ -75,8 +76,9 @@ def main(argv=None) -> dict:
         base_metrics = json.loads((base_dir / "metrics.json").read_text())
         print(f"      reusing {base_dir}")
     else:
-        base_metrics = train_base({"preset": args.preset, "dataset": args.dataset, "epochs": args.base_epochs,
-                                   "output_dir": str(base_dir), "seed": 0, "max_train_samples": args.max_train_samples})
+        base_metrics = train_base(TrainBaseArguments(
+            preset=args.preset, dataset=args.dataset, epochs=args.base_epochs, output_dir=str(base_dir), seed=0,
+            max_train_samples=args.max_train_samples))
     print(f"      test accuracy {base_metrics['test_accuracy'] * 100:.2f}% in {base_metrics['train_time_s']:.0f} s")
 
     # 2-3. untrain every class at once, evaluate every row

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.tensors import TensorDictDataset, collate_batches
+from ..evaluation import classifier_module
+from ..tuners.weight_filter.selection import resolve_class
 
 __all__ = [
     "UnlearnResult",
@@ -68,9 +70,7 @@ class UnlearnResult:
 
 
 def resolve_forget_classes(model, classes: Any) -> list[int]:
-    """Class ids (sorted, unique) from ids or names, checked against the model's labels."""
-    from ..tuners.weight_filter.selection import resolve_class
-
+    """Class ids (sorted, unique) from ids or names (case-insensitive), checked against the model's labels."""
     config = model.config
     num = int(config.num_labels)
     label2id = {str(v): int(k) for k, v in (getattr(config, "id2label", None) or {}).items()}
@@ -104,8 +104,6 @@ def param_bytes(model, *, buffers: bool = False) -> int:
 
 def final_linear(model) -> torch.nn.Linear:
     """The ``Linear`` that produces the logits (inside ``classifier`` for ResNet's Sequential head)."""
-    from ..evaluation.suite import classifier_module
-
     head = classifier_module(model)
     if isinstance(head, torch.nn.Linear):
         return head

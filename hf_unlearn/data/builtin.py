@@ -16,7 +16,7 @@
 
 Each is served as a real `datasets.Dataset` (``{"image": Image(), "label": ClassLabel}``) by
 :func:`load_builtin`, which :func:`hf_unlearn.data.loading.load_image_dataset` calls. The IDX reader
-needs only numpy, so it also serves machines without ``datasets`` (``hf_unlearn.benchmarking``)::
+needs only numpy, so it also serves machines without ``datasets`` (``hf_unlearn.benchmark.images``)::
 
     from hf_unlearn.data.builtin import read_fashion_mnist, read_idx
 
