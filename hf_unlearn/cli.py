@@ -30,7 +30,7 @@ RUNNERS = {
     "train": (".commands.train", "main"),
     "evaluate": (".evaluation.suite", "main"),
     "retrain": (".commands.retrain", "main"),
-    "explain": (".explain.core", "main"),
+    "explain": (".commands.explain", "main"),
     "push": (".hub.core", "cli_push"),
     "demo": (".demo.cli", "main"),
 }
