@@ -32,7 +32,7 @@ RUNNERS = {
     "train": (".commands.train", "main"),
     "evaluate": (".evaluation.suite", "main"),
     "retrain": (".commands.retrain", "main"),
-    "explain": (".explain.core", "main"),
+    "explain": (".commands.explain", "main"),
     "export": (".commands.export", "main"),
     "push": (".commands.push", "main"),
     "demo": (".commands.demo", "main"),

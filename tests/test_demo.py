@@ -164,7 +164,7 @@ def test_filter_map_is_a_png_of_the_chosen_rows(demo, tmp_path):
     for path in (one, two):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size[0] > 200
-    from hf_unlearn.explain.core import filter_maps
+    from hf_unlearn.explain.filters import filter_maps
 
     names, rows = demo.filter_map_rows(["5", "2"])
     assert names == ["2", "5", "2 × 5"]
