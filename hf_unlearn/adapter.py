@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import tempfile
@@ -13,15 +12,13 @@ from typing import Any, Optional, Union
 
 import torch
 from peft import PeftModel, get_peft_model
-from peft.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+from peft.utils import CONFIG_NAME
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
-from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, compare_layouts, resolve_class
-
-ADAPTER_WEIGHTS = SAFETENSORS_WEIGHTS_NAME  # PEFT's names: "adapter_model.safetensors"
-ADAPTER_CONFIG = CONFIG_NAME  # "adapter_config.json"
+from .adapter_files import check_adapter_tensors, check_peft_type, remove_stale_temp_folders, resolve_adapter_folder
 from .hub.cards import write_adapter_card
-from .hub.core import PICKLE_SUFFIXES
+from .hub.push import push_adapter
+from .tuners.weight_filter import WeightFilterConfig, WeightFilterLayer, resolve_class
 
 
 class UnlearnAdapter:
@@ -116,7 +113,7 @@ class UnlearnAdapter:
 
         Only safetensors files are read: a repo that holds pickle weights instead is refused.
         """
-        folder = _resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
+        folder = resolve_adapter_folder(adapter_name_or_path, revision=revision, token=token, cache_dir=cache_dir)
         check_peft_type(folder)
         config = WeightFilterConfig.from_pretrained(folder)
         check_adapter_tensors(folder, config)  # before the base model is touched
@@ -277,7 +274,7 @@ class UnlearnAdapter:
             # Each file lands by an atomic rename; the config goes last, so a folder that has an
             # adapter_config.json always has the weights it describes. Other files are left alone.
             names = sorted(p.name for p in tmp.iterdir())
-            names.sort(key=lambda n: n == ADAPTER_CONFIG)
+            names.sort(key=lambda n: n == CONFIG_NAME)
             for name in names:
                 os.replace(tmp / name, target / name)
         finally:
@@ -317,8 +314,6 @@ class UnlearnAdapter:
         The base model is recorded by ``config.base_model_name_or_path``: make it a Hub id
         (not a local folder) so that others can load the adapter.
         """
-        from .hub.core import push_adapter
-
         return push_adapter(
             self, repo_id, token=token, private=private, revision=revision,
             commit_message=commit_message, report=report, command=command,
@@ -333,39 +328,7 @@ class UnlearnAdapter:
         )
 
 
-# ---------------------------------------------------------------------- helpers
-
-
-def refuse_pickle(folder: Path, what: str) -> None:
-    """Raise unless ``folder`` holds ``adapter_model.safetensors`` itself: pickles are never read.
-
-    Any other ``.safetensors`` file does not count (a decoy next to ``adapter_model.bin`` would let
-    PEFT fall back to unpickling the ``.bin``).
-    """
-    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    if ADAPTER_WEIGHTS not in names:
-        pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
-        if pickles:
-            raise ValueError(
-                f"{what} holds pickle weights ({', '.join(pickles)}) and no {ADAPTER_WEIGHTS}. "
-                "hf_unlearn never unpickles files (loading a pickle can run arbitrary code): "
-                "convert the weights to safetensors and upload those."
-            )
-        raise FileNotFoundError(f"{what} has no {ADAPTER_WEIGHTS}.")
-
-
-def _resolve_adapter_folder(name_or_path, *, revision=None, token=None, cache_dir=None) -> Path:
-    path = Path(name_or_path)
-    if path.is_dir():
-        if not (path / ADAPTER_CONFIG).is_file():
-            raise FileNotFoundError(f"{path} has no {ADAPTER_CONFIG}: is it an adapter folder?")
-        refuse_pickle(path, f"Adapter folder {path}")
-        return path
-    if path.exists():
-        raise ValueError(f"{path} is a file; pass the adapter folder (with {ADAPTER_CONFIG}) or a Hub repo id.")
-    from .hub.core import download_adapter  # the Hub client is only needed for repo ids
-
-    return download_adapter(str(name_or_path), revision=revision, token=token, cache_dir=cache_dir)
+# ---------------------------------------------------------------------- loading helpers
 
 
 def _load_base_model(name_or_path: str, *, token=None, cache_dir=None, revision=None,
@@ -396,12 +359,7 @@ def _load_image_processor(folder: Path, base_path: Optional[str]):
     return None
 
 
-def read_adapter_config(folder: Union[str, os.PathLike]) -> dict:
-    """The raw ``adapter_config.json`` of an adapter folder."""
-    return json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
-
-
-# ---------------------------------------------------------------------- reliability helpers
+# ---------------------------------------------------------------------- base model paths
 
 
 def looks_like_local_path(name: str) -> bool:
@@ -462,152 +420,3 @@ def resolve_base_model_path(name: Optional[str], adapter_folder: Union[str, os.P
         if (candidate / "config.json").is_file():
             return str(candidate.resolve())
     return str(Path(name).resolve()) if Path(name).is_dir() else name
-
-
-def check_peft_type(folder: Union[str, os.PathLike]) -> None:
-    """Raise a clear ``ValueError`` unless ``adapter_config.json`` is a readable weight-filter config."""
-    from .tuners.weight_filter.config import UnlearnPeftType
-
-    path = Path(folder) / ADAPTER_CONFIG
-    try:
-        peft_type = json.loads(path.read_text()).get("peft_type")
-    except (OSError, ValueError, AttributeError) as err:
-        raise ValueError(f"{path} is not a readable JSON adapter config ({err}).") from err
-    if peft_type != UnlearnPeftType.WEIGHT_FILTER.value:
-        raise ValueError(
-            f"{path} has peft_type {peft_type!r}; UnlearnAdapter loads {UnlearnPeftType.WEIGHT_FILTER.value!r} "
-            "adapters only (load other PEFT adapters with peft.PeftModel.from_pretrained)."
-        )
-
-
-def check_adapter_tensors(folder: Union[str, os.PathLike], config: WeightFilterConfig) -> None:
-    """Refuse an adapter file that does not hold exactly the filter tensors its signature names.
-
-    PEFT loads adapter files non-strictly: an extra tensor (e.g. ``classifier.weight``) would be
-    written into the BASE model, and a missing filter would silently stay at its initial value.
-    Only the header is read (no tensor data).
-
-    Example:
-
-    ```py
-    >>> check_adapter_tensors("runs/wf-resnet", WeightFilterConfig.from_pretrained("runs/wf-resnet"))
-    ```
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(folder) / ADAPTER_WEIGHTS
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err}); save the adapter again.") from err
-    suffix = ".weight_filter_theta"
-    layers = (config.base_model_signature or {}).get("filtered_layers")
-    if layers:
-        expected = {f"base_model.model.{name}{suffix}": (int(config.num_classes), int(out)) for name, out in layers.items()}
-    else:  # no signature (hand-made config): at least nothing but filters
-        expected = {k: v for k, v in shapes.items() if k.endswith(suffix)}
-    missing, extra, resized = compare_layouts(expected, shapes)
-    if extra or missing or resized:
-        problems = []
-        if extra:
-            problems.append(f"{len(extra)} tensor(s) that are not filters of this adapter: {extra[:5]}")
-        if missing:
-            problems.append(f"{len(missing)} filter tensor(s) missing: {missing[:5]}")
-        if resized:
-            k = resized[0]
-            problems.append(f"{len(resized)} of the wrong shape, e.g. {k}: {shapes[k]} instead of {expected[k]}")
-        raise ValueError(
-            f"{path} does not match its {ADAPTER_CONFIG} ({'; '.join(problems)}). It must hold exactly "
-            "the filters the config's base_model_signature lists and nothing that would change the "
-            "base model: get an untampered copy of the adapter."
-        )
-
-
-def remove_stale_temp_folders(parent: Path, prefix: str) -> None:
-    """Delete ``<prefix><pid>-*`` folders under ``parent`` whose writing process is gone (killed saves)."""
-    for path in parent.glob(f"{prefix}*"):
-        pid = path.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue  # another live process is saving right now
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-EXPORT_MARKER = "unlearned_class_ids"  # in config.json of every folder save_export writes
-
-
-def save_export(model: PreTrainedModel, output_dir: Union[str, os.PathLike], image_processor: Any = None,
-                write_extra=None) -> Path:
-    """Write an exported model (``UnlearnAdapter.export``) to ``output_dir`` atomically.
-
-    Everything is written to a temporary sibling folder, which then replaces ``output_dir`` by
-    renames: a killed export leaves either the previous export or the new one, never a mix.
-    ``output_dir`` must be new, empty, or an earlier export (it is replaced as a whole).
-    ``write_extra(folder)`` may add files (e.g. the model card) to the new export before the swap.
-
-    Example:
-
-    ```py
-    >>> save_export(adapter.export(forget="Coat"), "resnet-without-coat", adapter.image_processor)
-    ```
-    """
-    target = Path(output_dir).expanduser().absolute()
-    _check_export_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_prefix, old_prefix = f".{target.name}.exporting-", f".{target.name}.replaced-"
-    remove_stale_temp_folders(target.parent, tmp_prefix)
-    remove_stale_temp_folders(target.parent, old_prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{tmp_prefix}{os.getpid()}-", dir=target.parent))
-    try:
-        model.save_pretrained(str(tmp))
-        if image_processor is not None:
-            image_processor.save_pretrained(str(tmp))
-        if write_extra is not None:
-            write_extra(tmp)
-        # mkdtemp makes the folder private (0700) and safetensors writes 0600: an export is meant to be shared
-        os.chmod(tmp, 0o777 & ~_umask())
-        for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~_umask())
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{old_prefix}{os.getpid()}-", dir=target.parent))
-            os.replace(target, old / "export")  # the previous export stays whole until the swap
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _check_export_target(target: Path) -> None:
-    if target.is_file():
-        raise FileExistsError(f"--output_dir {target} is a file: give a folder for the exported model.")
-    if not target.is_dir() or not any(target.iterdir()):
-        return
-    config = target / "config.json"
-    try:
-        is_export = EXPORT_MARKER in json.loads(config.read_text())
-    except (OSError, ValueError):
-        is_export = False
-    if not is_export:
-        raise FileExistsError(
-            f"{target} already holds files and is not an earlier export (no {EXPORT_MARKER} in its "
-            "config.json); an export replaces its folder as a whole. Choose a new or empty folder."
-        )

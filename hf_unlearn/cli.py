@@ -1,4 +1,5 @@
-"""``hf-unlearn``: the command line. Heavy imports happen only in the chosen command.
+"""``hf-unlearn``: the command line, a dispatcher. Each sub-command lives in its own module (mostly
+:mod:`hf_unlearn.commands`), imported only when it runs; it parses its own options.
 
     hf-unlearn train-base --preset resnet-tiny --dataset fashion_mnist --output_dir runs/base-resnet
     hf-unlearn train --config recipes/configs/fashion_mnist_resnet.yaml
@@ -7,12 +8,12 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
+
+from .hub.push import PushError
 
 COMMANDS = {
     "train-base": "train a base classifier (a preset from scratch, or fine-tune a checkpoint)",
@@ -24,49 +25,25 @@ COMMANDS = {
     "push": "push an adapter (filters, config, image processor, model card, report) to the Hub; --space: its demo too",
     "demo": 'an interactive demo in the browser: forget classes, see predictions change (pip install "hf_unlearn[demo]")',
 }
-# command -> (module, function taking argv); imported only when that command runs
+# command -> (module, function taking argv); imported only when that command runs, so that a
+# command's --help loads no other command's dependencies (Gradio, matplotlib, evaluate, ...)
 RUNNERS = {
     "train-base": (".commands.train_base", "main"),
     "train": (".commands.train", "main"),
     "evaluate": (".evaluation.suite", "main"),
     "retrain": (".commands.retrain", "main"),
     "explain": (".commands.explain", "main"),
-    "push": (".hub.core", "cli_push"),
-    "demo": (".demo.cli", "main"),
+    "export": (".commands.export", "main"),
+    "push": (".commands.push", "main"),
+    "demo": (".commands.demo", "main"),
 }
 
 
-def _export(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="hf-unlearn export", description=COMMANDS["export"], allow_abbrev=False)
-    parser.add_argument("adapter", help="adapter folder or Hub repo id")
-    parser.add_argument("--forget", nargs="+", required=True, help="class ids or names to forget")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--base_model", default=None, help="default: the one named in the adapter config")
-    parser.add_argument("--revision", default=None)
-    from .hub.core import add_push_arguments, check_push_arguments, push_exported_from_args
-
-    add_push_arguments(parser)  # --push_to_hub REPO_ID, --report, --hub_revision, --hub_private, --hub_token
-    args = parser.parse_args(argv)
-    check_push_arguments(args)  # no token / offline: fail before loading any model
-
-    from .adapter import UnlearnAdapter, _check_export_target, save_export
-    from .hub.cards import write_exported_card
-
-    _check_export_target(Path(args.output_dir).expanduser().absolute())  # before loading anything
-    adapter = UnlearnAdapter.from_pretrained(args.adapter, base_model=args.base_model, revision=args.revision)
-    forget = [int(c) if c.lstrip("-").isdigit() else c for c in args.forget]
-    model = adapter.export(forget=forget)
-    save_export(  # atomic: the folder holds the old export or the new one (with its card), never a mix
-        model, args.output_dir, adapter.image_processor,
-        write_extra=lambda folder: write_exported_card(
-            model, folder, adapter_repo=args.adapter, report=args.report,
-            base_model=args.base_model or adapter.config.base_model_name_or_path),
-    )
-    print(f"saved a model without {model.config.unlearned_classes} to {args.output_dir}")
-    push_exported_from_args(args, adapter, model)  # no-op without --push_to_hub
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run ``hf-unlearn <command> [options]`` (``argv`` default: ``sys.argv[1:]``).
+
+    Example: ``main(["export", "runs/wf", "--forget", "Coat", "--output_dir", "runs/no-coat"])``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
@@ -76,12 +53,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             raise SystemExit(2)
         return
-    command, rest = argv[0], argv[1:]
+    module, function = RUNNERS[argv[0]]
     try:
-        _dispatch(command, rest)
+        getattr(importlib.import_module(module, __package__), function)(argv[1:])
     except Exception as err:
-        from .hub.core import PushError
-
         # Expected, explained failures (bad input, missing files): the message, no traceback.
         if isinstance(err, (PushError, ValueError, FileNotFoundError, FileExistsError)) and not os.environ.get(
             "HF_UNLEARN_TRACEBACK"
@@ -89,14 +64,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(f"error: {err}\n(set HF_UNLEARN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
             raise SystemExit(1) from None
         raise
-
-
-def _dispatch(command: str, rest: Sequence[str]) -> None:
-    if command == "export":
-        _export(rest)
-        return
-    module, function = RUNNERS[command]
-    getattr(importlib.import_module(module, __package__), function)(rest)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def default_gitattributes(repo_type: str = "model") -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# Hashing helpers (keep in line with hf_unlearn.testing: blob ids must agree with the cache)
+# Hashing helpers (keep in line with tests/hub_cache.py: blob ids must agree with the cache)
 # --------------------------------------------------------------------------------------------
 
 

@@ -97,6 +97,31 @@ def test_cli_export_writes_the_exported_card(adapter_dir, tmp_path):
     assert evals["forget_accuracy"] == pytest.approx(metrics["accuracy"]["forget_acc_per_class"][3], abs=1e-3)
 
 
+def test_model_cards_render_script_names_the_run_folders_as_given(adapter_dir, digits_base, tmp_path, monkeypatch):
+    """model_cards/render.py (which regenerates the committed example cards) on a real run's layout."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_cards", Path(__file__).parents[1] / "model_cards" / "render.py")
+    render_cards = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, render_cards)  # its dataclass looks its module up
+    spec.loader.exec_module(render_cards)
+    run = tmp_path / "runs" / "quickstart"
+    run.mkdir(parents=True)
+    (run / "adapter").symlink_to(adapter_dir)
+    (run / "base").symlink_to(digits_base[0])
+    monkeypatch.chdir(tmp_path)
+    paths = render_cards.render(render_cards.RenderArguments(run_dir="runs/quickstart", forget="3", output_dir="cards"))
+    assert [p.name for p in paths] == ["quickstart-adapter.md", "quickstart-exported-without-3.md"]
+    adapter_card, exported = (ModelCard.load(p) for p in paths)
+    for card in (adapter_card, exported):
+        assert "`runs/quickstart/base` (a local folder when this was made)" in card.text
+        assert str(tmp_path) not in card.content and str(digits_base[0]) not in card.content
+    assert "hf-unlearn train --config untraining_config.yaml" in adapter_card.text
+    assert exported.data.unlearned_classes == ["3"]
+    saved = (adapter_dir / "README.md").read_text()  # the card the run wrote: the same tables
+    assert adapter_card.text.split("## Try it")[0].count("|") == saved.split("## Try it")[0].count("|")
+
+
 # ---------------------------------------------------------------------------- app functions
 
 
@@ -169,7 +194,7 @@ def test_export_zip_loads_as_a_plain_model_with_its_card(demo, tmp_path):
 
 
 def test_push_needs_a_token_and_a_repo_id(demo, monkeypatch):
-    from hf_unlearn.hub.core import PushError
+    from hf_unlearn.hub.push import PushError
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_PATH", "/nonexistent/token")
@@ -271,7 +296,7 @@ def test_push_with_space_links_the_card_and_the_space_runs_the_same_app(hub, ada
         import json, runpy
         from huggingface_hub import snapshot_download
         from hf_unlearn.cli import main
-        from hf_unlearn.hub.core import PushError
+        from hf_unlearn.hub.push import PushError
 
         bad = []
         for argv in ({push!r} + ["--space", "no-slash"],  # not ORG/NAME

@@ -15,9 +15,11 @@ import torch
 from huggingface_hub import ModelCard
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.hub.cards import adapter_card, exported_card, load_report, summarize_report
-from hf_unlearn.hub.core import PushError, cli_push
-from hf_unlearn.testing import lay_out_hub_cache
+from hf_unlearn.hub.card_data import load_report, summarize_report
+from hf_unlearn.hub.cards import adapter_card, exported_card
+from hf_unlearn.commands.push import main as cli_push
+from hf_unlearn.hub.push import PushError
+from hub_cache import lay_out_hub_cache
 from hub_server import HubServer
 from tiny_models import build, image_processor, pixels, randomize_filters
 
@@ -126,24 +128,22 @@ def pushed(hub, world):
     """Push v1 (API, with an evaluation report), v2 (`hf-unlearn push`) and an exported model."""
     a = world["adapters"]
     return run_json(hub, f"""
-        import argparse, json
+        import json
         import hf_unlearn
         from hf_unlearn import UnlearnAdapter
-        from hf_unlearn.hub.core import add_push_arguments, cli_push, push_exported_from_args
+        from hf_unlearn.commands.export import ExportArguments, HubExportArguments, push_exported_model
+        from hf_unlearn.commands.push import main as cli_push
 
         v1 = UnlearnAdapter.from_pretrained({str(a['v1'])!r})  # its base model comes from the Hub
         info1 = v1.push_to_hub({ADAPTER!r}, report={EVAL_REPORT!r}, commit_message="filters v1")
         info2 = cli_push([{str(a['v2'])!r}, {ADAPTER!r}])
         branch = v1.push_to_hub({ADAPTER!r}, revision="experiment")  # a branch, created from main
 
-        # `hf-unlearn export test-org/wf-vit --forget bee --push_to_hub ...`, as cli.py will wire it
-        parser = argparse.ArgumentParser()
-        parser.add_argument("adapter"); parser.add_argument("--forget", nargs="+")
-        parser.add_argument("--base_model"); parser.add_argument("--revision")
-        add_push_arguments(parser)
-        args = parser.parse_args([{ADAPTER!r}, "--forget", "bee", "--push_to_hub", {EXPORTED!r}])
+        # the push step of `hf-unlearn export test-org/wf-vit --forget bee --push_to_hub ...` (no local folder)
+        args = ExportArguments(adapter={ADAPTER!r}, forget=["bee"], output_dir="unused")
         adapter = UnlearnAdapter.from_pretrained(args.adapter)
-        info3 = push_exported_from_args(args, adapter, adapter.export(forget=args.forget))
+        info3 = push_exported_model(args, HubExportArguments(push_to_hub={EXPORTED!r}), adapter,
+                                    adapter.export(forget=args.forget))
         print(json.dumps({{"v1": info1.oid, "v2": info2.oid, "exported": info3.oid, "url": info1.commit_url,
                           "branch": branch.oid}}))
     """)
@@ -384,7 +384,7 @@ def test_failed_upload_leaves_the_remote_unchanged_and_a_retry_works(hub, world,
         import hf_unlearn
         from huggingface_hub import HfApi
         from hf_unlearn import UnlearnAdapter
-        from hf_unlearn.hub.core import PushError
+        from hf_unlearn.hub.push import PushError
 
         adapter = UnlearnAdapter.from_pretrained({str(world['adapters']['v3'])!r})
         attempts = []
@@ -438,7 +438,7 @@ def test_cards_round_trip_and_tolerate_missing_keys(tmp_path):
     text = exported_card(model, report=METRICS).content
     assert "unlearned `bee` (id 1), `dog` (id 3)" in text and "| 3 dog |" in text
     assert "unlearned_class_ids:\n- 1\n- 3" in text
-    with pytest.raises(ValueError, match="Unknown class 'eel'"):
+    with pytest.raises(ValueError, match="Unknown class name 'eel'"):
         exported_card(model, forgotten="eel")
 
 
@@ -506,3 +506,42 @@ def test_report_loading_from_files_and_folders(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an object"):
         load_report(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command lines and the module layout
+# ---------------------------------------------------------------------------------------------
+
+
+def test_push_and_export_parse_their_flags_into_dataclasses():
+    """`hf-unlearn push ADAPTER REPO_ID ...` and `hf-unlearn export ADAPTER ...`: the positionals and
+    flags they always had, parsed into the dataclasses their library functions take."""
+    from hf_unlearn.commands.arguments import parse_arguments
+    from hf_unlearn.commands.export import ExportArguments, HubExportArguments
+    from hf_unlearn.commands.push import PushArguments
+
+    (push,) = parse_arguments((PushArguments,), ["runs/wf", "me/wf", "--no_report", "--private", "--space", "me/d"],
+                              config=False, positional=("adapter", "repo_id"))
+    assert (push.adapter, push.repo_id, push.no_report, push.private, push.space) == ("runs/wf", "me/wf", True, True, "me/d")
+    assert push.report is None and push.token is None
+    export, hub = parse_arguments((ExportArguments, HubExportArguments),
+                                  ["runs/wf", "--forget", "3", "Coat", "--output_dir", "out", "--push_to_hub", "me/x",
+                                   "--hub_private"], config=False, positional=("adapter",))
+    assert (export.adapter, export.forget, export.output_dir) == ("runs/wf", ["3", "Coat"], "out")
+    assert (hub.push_to_hub, hub.hub_private, hub.hub_revision) == ("me/x", True, None)
+    with pytest.raises(SystemExit):  # both positionals are required
+        parse_arguments((PushArguments,), ["runs/wf"], config=False, positional=("adapter", "repo_id"))
+
+
+def test_hub_modules_do_not_import_the_adapter():
+    """The adapter imports the Hub modules (download, cards, push); none imports it back (no cycle)."""
+    import ast
+    from pathlib import Path
+
+    import hf_unlearn.hub
+
+    for path in Path(hf_unlearn.hub.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not any(n == "adapter" or n.endswith(".adapter") for n in names), f"{path.name} imports the adapter"

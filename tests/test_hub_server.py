@@ -107,8 +107,8 @@ def test_push_pull_round_trip(hub_server, tmp_path):
     assert [c.title for c in repo.history()] == ["Upload notes.txt with huggingface_hub", "first", "initial commit"]
 
     # Cache blob names: sha256 for LFS files, git blob sha1 otherwise (what lay_out_hub_cache writes).
-    from hf_unlearn.testing import git_blob_sha1 as lib_git_blob_sha1
-    from hf_unlearn.testing import is_lfs_file
+    from hub_cache import git_blob_sha1 as lib_git_blob_sha1
+    from hub_cache import is_lfs_file
 
     want_blobs = {_sha(d) if is_lfs_file(p, d) else lib_git_blob_sha1(d) for p, d in files.items()}
     want_blobs.add(git_blob_sha1(entries[".gitattributes"].content))
@@ -430,7 +430,7 @@ def test_lay_out_hub_cache_loads_offline_with_transformers(tmp_path):
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
-    from hf_unlearn.testing import lay_out_hub_cache
+    from hub_cache import lay_out_hub_cache
 
     torch.manual_seed(0)
     config = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=1,

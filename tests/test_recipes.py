@@ -88,7 +88,7 @@ def test_real_world_configs_run_on_a_hub_cache_stand_in(tmp_path, pair):
     tiny sizes, and no bf16 (CPU)."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    from hf_unlearn.testing import lay_out_hub_cache
+    from hub_cache import lay_out_hub_cache
 
     base_cfg, wf_cfg = (yaml.safe_load((CONFIGS / name).read_text()) for name in pair)
     hf_home = tmp_path / "hf_home"

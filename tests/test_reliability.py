@@ -128,7 +128,7 @@ def test_a_decoy_safetensors_next_to_a_pickle_is_refused(tmp_path):
 
 
 def test_base_model_path_is_stored_absolute_and_resolved_next_to_the_adapter(tmp_path, monkeypatch):
-    from hf_unlearn.adapter import read_adapter_config
+    from hf_unlearn.adapter_files import read_adapter_config
 
     (tmp_path / "proj" / "runs").mkdir(parents=True)
     build("resnet").save_pretrained(tmp_path / "proj" / "runs" / "base")
@@ -177,7 +177,7 @@ def test_export_of_no_class_is_an_error():
 def test_save_export_replaces_an_earlier_export_whole_and_refuses_other_folders(tmp_path):
     from transformers import AutoModelForImageClassification
 
-    from hf_unlearn.adapter import save_export
+    from hf_unlearn.adapter_files import save_export
 
     adapter = make_adapter()
     out = tmp_path / "export"
@@ -204,7 +204,7 @@ def test_save_export_replaces_an_earlier_export_whole_and_refuses_other_folders(
 
 
 def test_interrupted_saves_are_cleaned_up_by_the_next_save(tmp_path):
-    from hf_unlearn.adapter import save_export
+    from hf_unlearn.adapter_files import save_export
 
     adapter = make_adapter()
     folder = tmp_path / "wf"

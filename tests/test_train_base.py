@@ -125,7 +125,7 @@ def test_fine_tune_a_hub_checkpoint_from_the_cache(tmp_path, hf_offline):
     from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
 
     from hf_unlearn.presets import make_image_processor
-    from hf_unlearn.testing import lay_out_hub_cache
+    from hub_cache import lay_out_hub_cache
 
     torch.manual_seed(0)
     config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],

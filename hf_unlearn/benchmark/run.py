@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from ..adapter import UnlearnAdapter, read_adapter_config
+from ..adapter import UnlearnAdapter
+from ..adapter_files import read_adapter_config
 from ..baselines import BASELINES, get_baseline, param_bytes, tensor_loaders
 from ..baselines.tuning import stratified_split, tune_peer
 from ..data.loaders import subsample

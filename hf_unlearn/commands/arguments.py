@@ -46,11 +46,16 @@ class RuntimeArguments:
 
 
 def build_parser(dataclass_types: Iterable[type], *, prog: Optional[str] = None, description: Optional[str] = None,
-                 config: bool = True):
-    """An ``HfArgumentParser`` over ``dataclass_types`` (abbreviations off; ``--config`` if asked)."""
+                 config: bool = True, positional: Sequence[str] = ()):
+    """An ``HfArgumentParser`` over ``dataclass_types`` (abbreviations off; ``--config`` if asked).
+
+    ``positional``: fields given bare on the command line, in this order (``hf-unlearn push ADAPTER REPO_ID``).
+    """
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(tuple(dataclass_types), prog=prog, description=description, allow_abbrev=False)
+    for name in positional:
+        _make_positional(parser, name)
     if config:
         parser.add_argument("--config", default=None, help="YAML file whose keys pre-fill these options (flags win)")
     return parser
@@ -58,7 +63,7 @@ def build_parser(dataclass_types: Iterable[type], *, prog: Optional[str] = None,
 
 def parse_arguments(dataclass_types: Iterable[type], argv: Optional[Sequence[str]] = None, *,
                     prog: Optional[str] = None, description: Optional[str] = None, config: bool = True,
-                    defaults: Optional[dict] = None) -> tuple:
+                    defaults: Optional[dict] = None, positional: Sequence[str] = ()) -> tuple:
     """Parse ``argv`` (default ``sys.argv[1:]``) into one instance per dataclass, in order.
 
     ``--config file.yaml`` pre-fills the options (an unknown key is an error naming the valid ones);
@@ -66,7 +71,7 @@ def parse_arguments(dataclass_types: Iterable[type], argv: Optional[Sequence[str
     """
     dataclass_types = tuple(dataclass_types)
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(dataclass_types, prog=prog, description=description, config=config)
+    parser = build_parser(dataclass_types, prog=prog, description=description, config=config, positional=positional)
     values = dict(defaults or {})
     if config:
         pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -102,6 +107,17 @@ def _set_defaults(parser: argparse.ArgumentParser, values: dict[str, Any]) -> No
         if action.dest in values:
             action.required = False
     parser.set_defaults(**values)
+
+
+def _make_positional(parser: argparse.ArgumentParser, name: str) -> None:
+    """Take the field ``name`` as a positional argument (HfArgumentParser only makes options).
+
+    The option ``--name`` it made stays, hidden and optional, so both spellings share one ``dest``.
+    """
+    option = next(a for a in parser._actions if a.dest == name)  # argparse has no public lookup
+    option.required = False
+    parser.add_argument(name, help=option.help)
+    option.help = argparse.SUPPRESS
 
 
 def _raise_value_error(message: str) -> None:

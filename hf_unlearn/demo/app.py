@@ -19,6 +19,9 @@ import functools
 import os
 from typing import Any, Optional
 
+from huggingface_hub import get_token
+
+from ..hub.push import PushError
 from .core import DemoInputError, UnlearnDemo
 
 # Datasets like digits and Fashion-MNIST have 8-28 px images: show their pixels, not a blur.
@@ -42,7 +45,7 @@ def _label(preds: list[dict]) -> dict[str, float]:
 
 
 def _rows_frame(result: dict):
-    import pandas as pd
+    import pandas as pd  # comes with Gradio (the demo extra), like everything this function feeds
 
     rows = [{**r, "bar": f"{r['class']} · {r['model']}", "accuracy": r["accuracy"] if r["accuracy"] is not None else 0.0}
             for r in result["rows"]]
@@ -61,21 +64,54 @@ def accuracy_text(result: dict) -> str:
 
 
 def build_app(demo: UnlearnDemo, *, top_k: int = 3, title: Optional[str] = None):
-    """The ``gr.Blocks`` of the demo (not launched: see :func:`serve`)."""
-    gr = import_gradio()
-    from huggingface_hub import get_token
+    """The ``gr.Blocks`` of the demo (not launched: see :func:`serve`).
 
+    Example: ``build_app(UnlearnDemo.from_pretrained("runs/quickstart/adapter")).launch()``.
+    """
+    gr = import_gradio()
     names = demo.class_names
     gallery_items = demo.gallery() if demo.data is not None else []
     base_name = demo.adapter.config.base_model_name_or_path
     header = title or f"Unlearning with weight filters: {demo.source or base_name}"
+    fns = _callbacks(gr, demo, top_k, gallery_items)
+    with gr.Blocks(title="hf_unlearn demo") as app:
+        gr.Markdown(
+            f"# {header}\n"
+            f"Base model `{base_name}`, {len(names)} classes; one weight-filter adapter forgets any of them, or any "
+            "set, per request ([WF-Net](https://arxiv.org/abs/2304.02049), made with `hf_unlearn`). Choose classes, "
+            "then pick a test image or upload one: the unlearned model should stop recognising them while the "
+            "base model still does."
+        )
+        # Custom values on: a typed name (any case) or id reaches the demo's own check, whose error
+        # lists the valid classes, through the UI and the API alike.
+        forget = gr.Dropdown(choices=names, value=[], multiselect=True, allow_custom_value=True,
+                             label="Classes to forget (names or ids)", elem_id="forget")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="pil", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                                 elem_id="image", height=260)
+                classify = gr.Button("Classify", variant="primary", elem_id="classify")
+            if gallery_items:
+                gallery = gr.Gallery(value=gallery_items, label=f"Test images of {demo.data.source} (click one)",
+                                     columns=min(10, max(1, demo.gallery_per_class * 2)), height=260,
+                                     allow_preview=False, elem_id="gallery")
+                gallery.select(fns["pick"], None, image, api_visibility="private")
+        with gr.Row():
+            base_out = gr.Label(num_top_classes=top_k, label="Base model", elem_id="base")
+            unlearned_out = gr.Label(num_top_classes=top_k, label="Unlearned model", elem_id="unlearned")
+        classify.click(fns["predict"], [forget, image], [base_out, unlearned_out], api_name="predict")
+        _tool_sections(gr, forget, fns)
+    app.unlearn_demo = demo  # serve() allows the demo's folder for the files it hands out
+    return app
+
+
+def _callbacks(gr, demo: UnlearnDemo, top_k: int, gallery_items: list) -> dict:
+    """The app's event handlers by name; each shows the demo's input errors (and failed pushes) to the
+    user as a ``gr.Error`` instead of a traceback."""
 
     def errors(fn):
-        """Show the demo's input errors (and failed pushes) to the user instead of a traceback."""
         @functools.wraps(fn)  # Gradio reads the signature (gr.Progress) through __wrapped__
         def wrapper(*args, **kwargs):
-            from ..hub.core import PushError
-
             try:
                 return fn(*args, **kwargs)
             except (DemoInputError, PushError) as err:
@@ -113,58 +149,35 @@ def build_app(demo: UnlearnDemo, *, top_k: int = 3, title: Optional[str] = None)
     def pick(evt: gr.SelectData):
         return gallery_items[evt.index][0]
 
-    with gr.Blocks(title="hf_unlearn demo") as app:
-        gr.Markdown(
-            f"# {header}\n"
-            f"Base model `{base_name}`, {len(names)} classes; one weight-filter adapter forgets any of them, or any "
-            "set, per request ([WF-Net](https://arxiv.org/abs/2304.02049), made with `hf_unlearn`). Choose classes, "
-            "then pick a test image or upload one: the unlearned model should stop recognising them while the "
-            "base model still does."
-        )
-        # Custom values on: a typed name (any case) or id reaches the demo's own check, whose error
-        # lists the valid classes, through the UI and the API alike.
-        forget = gr.Dropdown(choices=names, value=[], multiselect=True, allow_custom_value=True,
-                             label="Classes to forget (names or ids)", elem_id="forget")
-        with gr.Row():
-            with gr.Column():
-                image = gr.Image(type="pil", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                                 elem_id="image", height=260)
-                classify = gr.Button("Classify", variant="primary", elem_id="classify")
-            if gallery_items:
-                gallery = gr.Gallery(value=gallery_items, label=f"Test images of {demo.data.source} (click one)",
-                                     columns=min(10, max(1, demo.gallery_per_class * 2)), height=260,
-                                     allow_preview=False, elem_id="gallery")
-                gallery.select(pick, None, image, api_visibility="private")
-        with gr.Row():
-            base_out = gr.Label(num_top_classes=top_k, label="Base model", elem_id="base")
-            unlearned_out = gr.Label(num_top_classes=top_k, label="Unlearned model", elem_id="unlearned")
-        classify.click(predict, [forget, image], [base_out, unlearned_out], api_name="predict")
+    return {"predict": predict, "accuracy": accuracy, "filter_map": filter_map, "export": export, "push": push,
+            "pick": pick}
 
-        with gr.Accordion("Accuracy per class on a test sample", open=True):
-            chart_button = gr.Button("Measure", elem_id="measure")
-            chart = gr.BarPlot(x="bar", y="accuracy", color="model", y_lim=[0, 100], x_label_angle=-45,
-                               y_title="accuracy (%)", x_title="class · model", elem_id="chart", sort=None)
-            chart_text = gr.Markdown(elem_id="chart_text")
-            chart_button.click(accuracy, [forget], [chart, chart_text], api_name="accuracy")
-        with gr.Accordion("Filter map of the chosen rows", open=False):
-            map_button = gr.Button("Draw", elem_id="draw_map")
-            map_image = gr.Image(type="filepath", label="1 - alpha per filtered layer and unit", elem_id="filter_map")
-            map_button.click(filter_map, [forget], map_image, api_name="filter_map")
-        with gr.Accordion("Export the unlearned model", open=False):
-            gr.Markdown("Folds the chosen rows into the weights: a plain transformers model, no adapter, with its "
-                        "model card. Only this form is unlearned for whoever receives it.")
-            export_button = gr.Button("Export as a zip", elem_id="export")
-            export_file = gr.File(label="model folder (zip)", elem_id="export_file")
-            export_button.click(export, [forget], export_file, api_name="export")
-            has_token = bool(get_token())
-            repo = gr.Textbox(label="Hub repo (ORG/NAME)", interactive=has_token, elem_id="repo",
-                              placeholder="me/model-without-them" if has_token else
-                              "no Hub token configured: `hf auth login` or HF_TOKEN to push")
-            push_button = gr.Button("Push to the Hub", interactive=has_token, elem_id="push")
-            push_text = gr.Markdown()
-            push_button.click(push, [forget, repo], push_text, api_name="push")
-    app.unlearn_demo = demo  # serve() allows the demo's folder for the files it hands out
-    return app
+
+def _tool_sections(gr, forget, fns: dict) -> None:
+    """The accordions under the predictions: the accuracy chart, the filter map, export and push."""
+    with gr.Accordion("Accuracy per class on a test sample", open=True):
+        chart_button = gr.Button("Measure", elem_id="measure")
+        chart = gr.BarPlot(x="bar", y="accuracy", color="model", y_lim=[0, 100], x_label_angle=-45,
+                           y_title="accuracy (%)", x_title="class · model", elem_id="chart", sort=None)
+        chart_text = gr.Markdown(elem_id="chart_text")
+        chart_button.click(fns["accuracy"], [forget], [chart, chart_text], api_name="accuracy")
+    with gr.Accordion("Filter map of the chosen rows", open=False):
+        map_button = gr.Button("Draw", elem_id="draw_map")
+        map_image = gr.Image(type="filepath", label="1 - alpha per filtered layer and unit", elem_id="filter_map")
+        map_button.click(fns["filter_map"], [forget], map_image, api_name="filter_map")
+    with gr.Accordion("Export the unlearned model", open=False):
+        gr.Markdown("Folds the chosen rows into the weights: a plain transformers model, no adapter, with its "
+                    "model card. Only this form is unlearned for whoever receives it.")
+        export_button = gr.Button("Export as a zip", elem_id="export")
+        export_file = gr.File(label="model folder (zip)", elem_id="export_file")
+        export_button.click(fns["export"], [forget], export_file, api_name="export")
+        has_token = bool(get_token())
+        repo = gr.Textbox(label="Hub repo (ORG/NAME)", interactive=has_token, elem_id="repo",
+                          placeholder="me/model-without-them" if has_token else
+                          "no Hub token configured: `hf auth login` or HF_TOKEN to push")
+        push_button = gr.Button("Push to the Hub", interactive=has_token, elem_id="push")
+        push_text = gr.Markdown()
+        push_button.click(fns["push"], [forget, repo], push_text, api_name="push")
 
 
 def create_app(adapter: str, *, dataset: Optional[str] = None, split: str = "test", top_k: int = 3,

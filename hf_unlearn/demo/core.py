@@ -11,7 +11,7 @@ dataset it was trained on, and answers what the app asks:
 - :meth:`~UnlearnDemo.filter_map`: the filter map (``1 - alpha``) of the chosen rows and of their
   product, drawn by :func:`hf_unlearn.explain.plots.plot_filter_maps`;
 - :meth:`~UnlearnDemo.export_zip` / :meth:`~UnlearnDemo.push`: ``UnlearnAdapter.export`` as a zip
-  (with our model card) or pushed to the Hub with :func:`hf_unlearn.hub.core.push_exported`.
+  (with our model card) or pushed to the Hub with :func:`hf_unlearn.hub.push.push_exported`.
 
 Bad input (an unknown class, an empty set, an image of the wrong mode or size) raises
 :class:`DemoInputError` with a message that says what to do.
@@ -34,6 +34,20 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from ..adapter import UnlearnAdapter
+from ..adapter_files import resolve_adapter_folder
+from ..data.loading import check_labels_match, load_image_dataset
+from ..explain.filters import filter_maps
+from ..hub.card_data import REPORT_FILENAMES, find_report, looks_like_hub_id
+from ..hub.cards import TRAIN_CONFIG, write_exported_card
+from ..hub.push import push_exported, require_token
+from ..tuners.weight_filter import per_sample, resolve_class
 
 __all__ = ["DemoInputError", "UnlearnDemo", "check_image", "recorded_dataset", "MAX_SIDE", "MIN_SIDE", "MAX_ASPECT"]
 
@@ -62,9 +76,6 @@ def check_image(image: Any, num_channels: int = 3):
     for no image, another type, a mode that is not 8-bit grey or colour, a side under
     ``MIN_SIDE`` or over ``MAX_SIDE`` pixels, or an aspect ratio over ``MAX_ASPECT``.
     """
-    import numpy as np
-    from PIL import Image
-
     if image is None:
         raise DemoInputError("No image: upload one, or pick one from the gallery.")
     if isinstance(image, np.ndarray):
@@ -102,8 +113,6 @@ def check_image(image: Any, num_channels: int = 3):
 
 def recorded_dataset(folder: Union[str, os.PathLike]) -> Optional[str]:
     """The dataset an adapter folder records: its report / untraining metrics, else its training config."""
-    from ..hub.cards import REPORT_FILENAMES
-
     folder = Path(folder)
     for name in REPORT_FILENAMES:
         path = folder / name
@@ -114,10 +123,8 @@ def recorded_dataset(folder: Union[str, os.PathLike]) -> Optional[str]:
                 continue
             if isinstance(data, dict) and isinstance(data.get("dataset"), str) and data["dataset"]:
                 return data["dataset"]
-    config = folder / "untraining_config.yaml"
+    config = folder / TRAIN_CONFIG
     if config.is_file():
-        import yaml
-
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
         if isinstance(data, dict) and isinstance(data.get("dataset"), str):
             return data["dataset"]
@@ -156,8 +163,6 @@ class UnlearnDemo:
         self._eval: Optional[tuple[Any, Any, Any]] = None  # pixel_values, labels, base predictions
         self._maps = None
         if data is not None:
-            from ..data.loading import check_labels_match
-
             check_labels_match(data, adapter.base_model.config)
 
     # ----------------------------------------------------------------------------- building
@@ -175,10 +180,7 @@ class UnlearnDemo:
         >>> demo = UnlearnDemo.from_pretrained("me/resnet-fashion-wf", dataset="fashion_mnist")
         ```
         """
-        from ..adapter import UnlearnAdapter, _resolve_adapter_folder
-        from ..data.loading import load_image_dataset
-
-        folder = _resolve_adapter_folder(adapter, revision=revision, token=token)
+        folder = resolve_adapter_folder(adapter, revision=revision, token=token)
         dataset = dataset or recorded_dataset(folder)
         if not dataset:
             raise DemoInputError(
@@ -187,9 +189,7 @@ class UnlearnDemo:
             )
         model = UnlearnAdapter.from_pretrained(folder, base_model=base_model, token=token)
         data = load_image_dataset(dataset, split=split)
-        from ..hub.cards import REPORT_FILENAMES
-
-        report = next((folder / n for n in REPORT_FILENAMES if (folder / n).is_file()), None)
+        report = find_report(folder)
         return cls(model, data, source=str(adapter), report=report, **kwargs)
 
     # ------------------------------------------------------------------------------ classes
@@ -201,8 +201,6 @@ class UnlearnDemo:
     def forget_ids(self, forget: Union[None, str, int, Iterable[Union[str, int]]], *, allow_empty: bool = True) -> list[int]:
         """Class ids of ``forget`` (names or ids). Raises :class:`DemoInputError` for an unknown class,
         and for an empty set unless ``allow_empty``."""
-        from ..tuners.weight_filter import resolve_class
-
         if forget is None or isinstance(forget, (str, int)):
             forget = [] if forget in (None, "") else [forget]
         ids = []
@@ -222,8 +220,6 @@ class UnlearnDemo:
         if self._rows is None:
             if self.data is None:
                 raise DemoInputError("No dataset was loaded: start the demo with --dataset to get a gallery and the chart.")
-            import numpy as np
-
             labels = np.asarray(self.data.dataset[self.data.label_column])
             keep = max(self.gallery_per_class, self.eval_per_class)
             self._rows = {c: np.flatnonzero(labels == c)[:keep].tolist() for c in range(self.adapter.num_classes)}
@@ -252,10 +248,6 @@ class UnlearnDemo:
     def _forward(self, pixel_values, ids: list[int]):
         """Logits of the base model and the model without ``ids`` in ONE pass: the batch twice, the
         first copy with no row, the second with the rows of ``ids`` (the per-sample selection)."""
-        import torch
-
-        from ..tuners.weight_filter import per_sample
-
         n = pixel_values.shape[0]
         forget = per_sample([None] * n + [ids or None] * n)
         with torch.no_grad():
@@ -286,8 +278,6 @@ class UnlearnDemo:
     def _eval_sample(self, progress: Progress = None, batch_size: int = 64):
         """Pixel values, labels and base predictions of the chart's sample (computed once)."""
         if self._eval is None:
-            import torch
-
             if progress is not None:
                 progress(0.0, "reading the test sample and classifying it with the base model (once)")
             rows = [r for c in sorted(self._class_rows()) for r in self._class_rows()[c][: self.eval_per_class]]
@@ -308,8 +298,6 @@ class UnlearnDemo:
         one entry per class and model ("base", "unlearned"), ready for a bar chart. ``progress``,
         if given, is called as ``progress(fraction, text)``.
         """
-        import torch
-
         ids = self.forget_ids(forget, allow_empty=False)
         pixels, labels, base = self._eval_sample(progress)
         preds = []
@@ -340,10 +328,6 @@ class UnlearnDemo:
     def filter_map_rows(self, forget: Any) -> tuple[list[str], dict[str, Any]]:
         """``(row names, {layer: (rows, units) array of 1 - alpha})`` for the chosen classes; for a set,
         one more row: the set's own (``1 - prod(alpha)``, the rows multiplied as at inference)."""
-        import numpy as np
-
-        from ..explain.filters import filter_maps
-
         ids = self.forget_ids(forget, allow_empty=False)
         if self._maps is None:
             self._maps = filter_maps(self.adapter)
@@ -361,7 +345,7 @@ class UnlearnDemo:
     def filter_map(self, forget: Any, path: Union[str, os.PathLike, None] = None) -> Path:
         """A PNG of :meth:`filter_map_rows`, every filtered layer on one page, drawn by
         :func:`hf_unlearn.explain.plots.plot_filter_maps`. Returns the PNG's path."""
-        from ..explain.plots import plot_filter_maps
+        from ..explain.plots import plot_filter_maps  # matplotlib: only when a map is drawn
 
         names, chosen = self.filter_map_rows(forget)
         folder = Path(tempfile.mkdtemp(prefix="filter-map-", dir=self.workdir))
@@ -377,8 +361,6 @@ class UnlearnDemo:
 
         Returns the path of ``<name>.zip``, e.g. ``resnet-without-coat.zip``.
         """
-        from ..hub.cards import write_exported_card
-
         ids = self.forget_ids(forget, allow_empty=False)
         model = self.adapter.export(forget=ids)
         label = "-".join(self.class_names[i] for i in ids)
@@ -395,13 +377,10 @@ class UnlearnDemo:
         return Path(archive)
 
     def push(self, forget: Any, repo_id: str, token: Optional[str] = None):
-        """Push ``export(forget)`` with its card to ``repo_id`` (:func:`hf_unlearn.hub.core.push_exported`).
+        """Push ``export(forget)`` with its card to ``repo_id`` (:func:`hf_unlearn.hub.push.push_exported`).
 
-        Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.core.PushError` without a token.
+        Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.push.PushError` without a token.
         """
-        from ..hub.cards import looks_like_hub_id
-        from ..hub.core import push_exported, require_token
-
         ids = self.forget_ids(forget, allow_empty=False)
         if not repo_id or not looks_like_hub_id(repo_id) or "/" not in repo_id:
             raise DemoInputError(f"{repo_id!r} is not a Hub repo id: write it as ORG/NAME, e.g. me/resnet-without-coat.")

@@ -1,5 +1,5 @@
 """The demo as a Hugging Face Space: the files (:func:`space_files`, :func:`write_space`) and the push
-(:func:`push_space`, one commit through :func:`hf_unlearn.hub.core._commit_folder`).
+(:func:`push_space`, one commit, failures explained as :class:`hf_unlearn.hub.push.PushError`).
 
 A Space folder holds ``app.py`` (it calls :func:`hf_unlearn.demo.app.create_app` on the adapter's
 Hub id: the same app as ``hf-unlearn demo``), ``requirements.txt`` (this release of
@@ -25,7 +25,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["GRADIO_FALLBACK", "space_files", "write_space", "push_space", "gradio_version"]
+from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+
+from .. import __version__
+from ..files import atomic_write_text
+from ..hub.card_data import hub_dataset_id, looks_like_hub_id
+from ..hub.cards import TAGS
+from ..hub.push import PushError, check_online, http_status, require_token
+
+__all__ = ["GRADIO_FALLBACK", "check_repo_id", "space_files", "write_space", "push_space", "gradio_version"]
 
 GRADIO_FALLBACK = "6.31.0"  # the Gradio this release was tested with, when Gradio is not installed here
 
@@ -54,9 +62,8 @@ def gradio_version() -> str:
         return GRADIO_FALLBACK
 
 
-def _check_repo_id(repo_id: str, what: str) -> None:
-    from ..hub.cards import looks_like_hub_id
-
+def check_repo_id(repo_id: str, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` unless ``repo_id`` is a Hub id written ``ORG/NAME``."""
     if not isinstance(repo_id, str) or "/" not in repo_id or not looks_like_hub_id(repo_id):
         hint = (": a Space loads the adapter from the Hub, so push the adapter first (hf-unlearn push ADAPTER ORG/NAME)"
                 if what == "The adapter" else "")
@@ -66,12 +73,7 @@ def _check_repo_id(repo_id: str, what: str) -> None:
 def space_files(adapter_repo: str, *, dataset: Optional[str], base_model: Optional[str] = None,
                 title: Optional[str] = None, license: Optional[str] = "apache-2.0") -> dict[str, str]:
     """``{"app.py", "requirements.txt", "README.md"}`` texts of the Space for ``adapter_repo`` (a Hub id)."""
-    from huggingface_hub import SpaceCard, SpaceCardData
-
-    from .. import __version__
-    from ..hub.cards import TAGS, hub_dataset_id, looks_like_hub_id
-
-    _check_repo_id(adapter_repo, "The adapter")
+    check_repo_id(adapter_repo, "The adapter")
     if not dataset:
         raise ValueError("The Space needs the dataset the adapter was trained on (for the gallery and the chart): "
                          "pass dataset= / --dataset.")
@@ -115,9 +117,7 @@ def write_space(folder: Union[str, os.PathLike], adapter_repo: str, **kwargs) ->
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, folder / name)
+        atomic_write_text(folder / name, text)
     return folder
 
 
@@ -125,17 +125,13 @@ def push_space(space_id: str, adapter_repo: str, *, token: Union[None, bool, str
                private: Optional[bool] = None, commit_message: Optional[str] = None, **kwargs):
     """Create (if needed) the Gradio Space ``space_id`` and push its files in one commit.
 
-    Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.core.PushError` without a token, offline,
+    Returns the ``CommitInfo``. Raises :class:`hf_unlearn.hub.push.PushError` without a token, offline,
     or when the Hub refuses (nothing is committed then).
     """
-    from huggingface_hub import HfApi
-
-    from ..hub.core import PushError, _check_online, _http_status, require_token
-
-    _check_repo_id(space_id, "The Space")
+    check_repo_id(space_id, "The Space")
     files = space_files(adapter_repo, **kwargs)
     token = require_token(token)
-    _check_online()
+    check_online()
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf_unlearn-space-") as tmp:
         for name, text in files.items():
@@ -147,7 +143,7 @@ def push_space(space_id: str, adapter_repo: str, *, token: Union[None, bool, str
             return api.upload_folder(repo_id=space_id, repo_type="space", folder_path=tmp,
                                      commit_message=commit_message or "hf_unlearn demo Space")
         except Exception as err:
-            status, _ = _http_status(err)
+            status, _ = http_status(err)
             detail = re.sub(r"\s+", " ", str(err)).strip()
             raise PushError(f"Pushing the Space {space_id!r} failed while {step}"
                             + (f" (HTTP {status})" if status else "")

@@ -429,12 +429,13 @@ def _sampled_pair_preds(adapter, test_dataset, pairs, batch_size, accelerator, d
 def _load_target(target, image_processor):
     """(plain model, adapter or None, image processor, description) for any accepted target."""
     from peft import PeftModel
+    from peft.utils import CONFIG_NAME
 
-    from ..adapter import ADAPTER_CONFIG, UnlearnAdapter
+    from ..adapter import UnlearnAdapter
 
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
-        if (path / ADAPTER_CONFIG).is_file():
+        if (path / CONFIG_NAME).is_file():
             target = UnlearnAdapter.from_pretrained(path)
         else:
             target = _load_plain(path)

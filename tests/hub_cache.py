@@ -1,18 +1,17 @@
-"""Helpers for testing code that uses the Hugging Face Hub, offline.
+"""Test helper: a local folder laid into a Hugging Face Hub cache, for tests that load Hub ids offline.
 
 `lay_out_hub_cache` puts a local folder into a Hugging Face Hub cache exactly the way
 `huggingface_hub` stores a downloaded repo, so that with `HF_HUB_OFFLINE=1` the repo id resolves
-from the cache:
+from the cache (tests/ is on `sys.path`, see conftest.py):
 
-    from hf_unlearn.testing import lay_out_hub_cache
+    from hub_cache import lay_out_hub_cache
 
     model.save_pretrained("tiny-vit")
     lay_out_hub_cache(tmp_path / "hf_home", "test-org/tiny-vit", "tiny-vit")
     # in a process started with HF_HOME=<tmp_path/hf_home> HF_HUB_OFFLINE=1:
     AutoModelForImageClassification.from_pretrained("test-org/tiny-vit")
 
-This module itself only uses the standard library (note that importing it first imports the
-`hf_unlearn` package).
+Only the standard library is used.
 """
 
 from __future__ import annotations
@@ -116,6 +115,30 @@ def lay_out_hub_cache(
     if revision_sha is not None and not _SHA1_RE.match(revision_sha):
         raise ValueError(f"revision_sha must be 40 lower-case hex characters, got {revision_sha!r}")
 
+    files = _repo_files(folder)
+    entries, blob_ids = _tree_entries(files)
+    if revision_sha is None:
+        revision_sha = _content_sha(repo_type, repo_id, entries)
+    storage = Path(hf_home) / "hub" / "--".join([f"{repo_type}s", *repo_id.split("/")])
+    snapshot = storage / "snapshots" / revision_sha
+    for rel, src in files.items():
+        blob = _store_blob(storage / "blobs", blob_ids[rel], src)
+        _link_snapshot_file(blob, snapshot / rel, symlinks)
+    snapshot.mkdir(parents=True, exist_ok=True)  # an empty folder still gets its snapshot
+
+    ref_path = storage / "refs" / ref
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
+    ref_path.write_text(revision_sha)
+    trees = storage / "trees"
+    trees.mkdir(exist_ok=True)
+    (trees / f"{revision_sha}.json").write_text(
+        json.dumps({"format_version": 1, "files": {k: entries[k] for k in sorted(entries)}}, indent=1)
+    )
+    return snapshot
+
+
+def _repo_files(folder: Path) -> dict[str, Path]:
+    """The files to lay out, by their path in the repo (`.git/` and `.cache/huggingface/` skipped)."""
     files: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
@@ -123,8 +146,11 @@ def lay_out_hub_cache(
             continue
         if path.is_file():
             files[rel.as_posix()] = path
+    return files
 
-    # blob id, sizes and tree entries for every file
+
+def _tree_entries(files: dict[str, Path]) -> tuple[dict[str, dict], dict[str, str]]:
+    """(tree entry, cache blob id) of every file: sha256 names for LFS files, git blob sha1 otherwise."""
     entries: dict[str, dict] = {}
     blob_ids: dict[str, str] = {}
     for rel, path in files.items():
@@ -141,45 +167,37 @@ def lay_out_hub_cache(
         else:
             blob_ids[rel] = git_blob_sha1(content)
             entries[rel] = {"size": len(content), "blob_id": blob_ids[rel]}
+    return entries, blob_ids
 
-    if revision_sha is None:
-        h = hashlib.sha1(f"{repo_type}:{repo_id}\n".encode())
-        for rel in sorted(entries):
-            h.update(f"{rel}\0{entries[rel]['blob_id']}\n".encode())
-        revision_sha = h.hexdigest()
 
-    storage = Path(hf_home) / "hub" / "--".join([f"{repo_type}s", *repo_id.split("/")])
-    blobs_dir = storage / "blobs"
-    snapshot = storage / "snapshots" / revision_sha
+def _content_sha(repo_type: str, repo_id: str, entries: dict[str, dict]) -> str:
+    """A commit sha derived from the content, so that the same folder always gets the same sha."""
+    h = hashlib.sha1(f"{repo_type}:{repo_id}\n".encode())
+    for rel in sorted(entries):
+        h.update(f"{rel}\0{entries[rel]['blob_id']}\n".encode())
+    return h.hexdigest()
+
+
+def _store_blob(blobs_dir: Path, blob_id: str, src: Path) -> Path:
+    """Copy ``src`` to ``blobs/<blob_id>`` once (through a temporary name, as huggingface_hub does)."""
     blobs_dir.mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    blob = blobs_dir / blob_id
+    if not blob.exists():
+        tmp = blob.with_name(blob.name + ".incomplete")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, blob)
+    return blob
 
-    for rel, src in files.items():
-        blob = blobs_dir / blob_ids[rel]
-        if not blob.exists():
-            tmp = blob.with_name(blob.name + ".incomplete")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, blob)
-        dst = snapshot / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.is_symlink() or dst.exists():
-            dst.unlink()
-        if symlinks:
-            try:
-                os.symlink(os.path.relpath(blob, start=dst.parent), dst)
-                continue
-            except OSError:
-                pass
-        shutil.copyfile(blob, dst)
 
-    ref_path = storage / "refs" / ref
-    ref_path.parent.mkdir(parents=True, exist_ok=True)
-    ref_path.write_text(revision_sha)
-
-    trees = storage / "trees"
-    trees.mkdir(exist_ok=True)
-    (trees / f"{revision_sha}.json").write_text(
-        json.dumps({"format_version": 1, "files": {k: entries[k] for k in sorted(entries)}}, indent=1)
-    )
-    return snapshot
+def _link_snapshot_file(blob: Path, dst: Path, symlinks: bool) -> None:
+    """``dst`` as a relative symlink to ``blob``, or a copy without symlinks (or where they fail)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    if symlinks:
+        try:
+            os.symlink(os.path.relpath(blob, start=dst.parent), dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(blob, dst)
