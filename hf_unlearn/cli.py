@@ -28,7 +28,7 @@ COMMANDS = {
 RUNNERS = {
     "train-base": (".training.base", "main"),
     "train": (".training.job", "main"),
-    "evaluate": (".evaluation.suite", "main"),
+    "evaluate": (".commands.evaluate", "main"),
     "retrain": (".training.retrain", "main"),
     "explain": (".explain.core", "main"),
     "push": (".hub.core", "cli_push"),

@@ -29,7 +29,7 @@ What runs on which classes (N = number of classes):
 - the other peers: ``--classes`` (default: 3 classes drawn with ``--seed``).
 
 For every (method, class): ``evaluate_unlearning`` on the test split (FA, RA, test accuracy) and the
-training split (MIA-efficacy, ZRF, linear probe, 5-shot probe), see ``hf_unlearn.evaluation.suite.DEFINITIONS``.
+training split (MIA-efficacy, ZRF, linear probe, 5-shot probe), see ``hf_unlearn.evaluation.definitions.DEFINITIONS``.
 Costs:
 
 - time to forget one class: the method's wall time for one class (WF: its single round, which
@@ -546,7 +546,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from hf_unlearn.baselines import BASELINES, get_baseline, param_bytes, tensor_loaders
     from hf_unlearn.data.loading import load_image_dataset, subsample, to_tensor_dataset
-    from hf_unlearn.evaluation.suite import DEFINITIONS
+    from hf_unlearn.evaluation.definitions import DEFINITIONS
     from hf_unlearn.training.retrain import RETRAIN_INFO, retrain_dirs_from_root, retrain_folder_name
 
     try:

@@ -10,13 +10,8 @@ import torch
 from ddp import launch_two_ranks
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig
 from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset, subsample
-from hf_unlearn.evaluation import (
-    accuracy_matrix,
-    evaluate_unlearning,
-    penultimate_features,
-    random_reference_model,
-    set_accuracy,
-)
+from hf_unlearn.evaluation import accuracy_matrix, evaluate_unlearning, set_accuracy
+from hf_unlearn.modeling import penultimate_features, random_reference_model
 from hf_unlearn.evaluation.report import to_jsonable
 from hf_unlearn.presets import make_image_processor
 from tiny_models import build
@@ -325,7 +320,7 @@ def test_relearning_an_adapter_row_uses_the_exported_model():
 def test_evaluate_recipe_writes_report_and_plots(retrained, digits_base, tmp_path):
     from transformers import AutoModelForImageClassification
 
-    from hf_unlearn.evaluation.suite import main
+    from hf_unlearn.commands.evaluate import main
     from tiny_models import randomize_filters
 
     root, _, _ = retrained

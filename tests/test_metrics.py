@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -482,26 +483,40 @@ def _gather_data():
 def _gather_model():
     import torch
 
+    class LinearClassifier(torch.nn.Module):
+        """A Linear layer called like a transformers classifier: ``model(pixel_values=x).logits``."""
+
+        def __init__(self):
+            super().__init__()
+            self.classifier = torch.nn.Linear(4, 3)
+
+        def forward(self, pixel_values):
+            return SimpleNamespace(logits=self.classifier(pixel_values))
+
     torch.manual_seed(0)
-    return torch.nn.Linear(4, 3)
+    return LinearClassifier()
 
 
 def _gather_worker(out_prefix):
     import torch
     from accelerate import Accelerator
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
-    from hf_unlearn.evaluation.gather import collect_predictions
+    from hf_unlearn.data.tensors import TensorDictDataset, collate_batches
+    from hf_unlearn.evaluation.predict import Predictor, run_predictors
 
     accelerator = Accelerator(cpu=True)
     x, y = _gather_data()
-    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    loader = DataLoader(TensorDictDataset(x, y), batch_size=8, collate_fn=collate_batches)
     model, loader = accelerator.prepare(_gather_model(), loader)
     model.eval()
-    logits, labels = collect_predictions(lambda batch: model(batch[0]), loader, accelerator)
+    out = run_predictors([Predictor("m", model, features=True)], loader, accelerator=accelerator,
+                         expected_labels=y.numpy(), keep_logits=True, progress=False)
+    logits, labels = torch.from_numpy(out["m"]["logits"][0]), torch.from_numpy(out["labels"])
     acc = (logits.argmax(-1) == labels).float().mean().item()
     torch.save(
-        {"logits": logits, "labels": labels, "acc": acc, "world": accelerator.num_processes},
+        {"logits": logits, "labels": labels, "acc": acc, "world": accelerator.num_processes,
+         "features": torch.from_numpy(out["m"]["feats"][0])},
         f"{out_prefix}.rank{accelerator.process_index}.pt",
     )
 
@@ -512,7 +527,7 @@ def test_gather_one_vs_two_processes(tmp_path):
 
     x, y = _gather_data()
     with torch.no_grad():
-        ref_logits = _gather_model()(x)
+        ref_logits = _gather_model()(x).logits
     ref_acc = (ref_logits.argmax(-1) == y).float().mean().item()
 
     results = {}
@@ -527,20 +542,35 @@ def test_gather_one_vs_two_processes(tmp_path):
             assert r["labels"].shape == (N_GATHER,)
             assert torch.equal(r["labels"], y)
             torch.testing.assert_close(r["logits"], ref_logits)
+            torch.testing.assert_close(r["features"], x)  # the classifier layer's input, every sample once
             assert r["acc"] == ref_acc
             results[(nproc, rank)] = r
     assert torch.equal(results[(1, 0)]["logits"], results[(2, 0)]["logits"])
     assert torch.equal(results[(2, 0)]["logits"], results[(2, 1)]["logits"])
 
 
-def test_gather_requires_prepared_loader_when_distributed():
-    from hf_unlearn.evaluation import collect_predictions
+def test_prediction_engine_requires_prepared_loader_when_distributed():
+    from hf_unlearn.evaluation.predict import Predictor, run_predictors
 
     class FakeAccelerator:
         num_processes = 2
 
     with pytest.raises(ValueError, match="accelerator.prepare"):
-        collect_predictions(lambda b: b, [(1, 2)], FakeAccelerator())
+        run_predictors([Predictor("m", _gather_model())], [{"pixel_values": None}], accelerator=FakeAccelerator())
+
+
+def test_prediction_engine_refuses_a_shuffled_loader():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from hf_unlearn.data.tensors import TensorDictDataset, collate_batches
+    from hf_unlearn.evaluation.predict import Predictor, run_predictors
+
+    x, y = _gather_data()
+    loader = DataLoader(TensorDictDataset(x, y), batch_size=8, shuffle=True, collate_fn=collate_batches,
+                        generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="unshuffled"):
+        run_predictors([Predictor("m", _gather_model())], loader, expected_labels=y.numpy(), progress=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def param_bytes(model, *, buffers: bool = False) -> int:
 
 def final_linear(model) -> torch.nn.Linear:
     """The ``Linear`` that produces the logits (inside ``classifier`` for ResNet's Sequential head)."""
-    from ..evaluation.suite import classifier_module
+    from ..modeling import classifier_module
 
     head = classifier_module(model)
     if isinstance(head, torch.nn.Linear):

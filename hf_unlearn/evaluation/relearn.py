@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from ..modeling import classifier_module
+
 __all__ = ["RELEARN_MODES", "DEFAULT_RELEARN_LR", "kshot_relearn", "relearn_indices", "check_relearn_budget"]
 
 RELEARN_MODES = ("head", "full")
@@ -125,8 +127,6 @@ def kshot_relearn(
         "n_train", "n_test_forget"}`` (accuracies in %; ``retain_acc`` NaN when no other test samples).
     """
     import torch
-
-    from .suite import classifier_module
 
     check_relearn_budget([shots], steps, [mode])
     lr = DEFAULT_RELEARN_LR[mode] if learning_rate is None else float(learning_rate)

@@ -929,13 +929,13 @@ def insertion_auc(model, image, saliency, target, steps: int = 16, baseline: Any
 
 
 def _new_figure(width: float, height: float):
-    from ..evaluation.plots import _new_figure as new
+    from ..evaluation.plots import new_figure as new
 
     return new(width, height)
 
 
 def _save(fig, path) -> Path:
-    from ..evaluation.plots import _save as save
+    from ..evaluation.plots import save_figure as save
 
     return save(fig, path)
 

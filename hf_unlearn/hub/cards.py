@@ -228,7 +228,7 @@ def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None
 
     ``class_names`` label the rows when the report has none (``untraining_metrics.json`` does not).
     """
-    from ..evaluation.report import _markdown, to_jsonable
+    from ..evaluation.report import render_markdown, to_jsonable
 
     data_in = dict(report)
     if class_names and not data_in.get("class_names"):
@@ -254,7 +254,7 @@ def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None
         elif isinstance(versions, Mapping):
             data["versions"] = versions
         data = {k: v for k, v in data.items() if v is not None}
-    return _markdown(to_jsonable(data))
+    return render_markdown(to_jsonable(data))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -272,7 +272,7 @@ class capture_features:
     """
 
     def __init__(self, model):
-        from ..evaluation.suite import classifier_module
+        from ..modeling import classifier_module
 
         self.module = classifier_module(model)
         self.store: list = []
