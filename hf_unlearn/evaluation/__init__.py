@@ -5,7 +5,7 @@ The metric functions are model-agnostic: they take predictions, logits, confiden
 (numpy arrays, lists or torch tensors) that the caller computed. :func:`evaluate_unlearning`
 (``suite.py``) runs models over a train and a test split (through the one prediction engine,
 ``predict.py``) and computes all of them at once, next to the base model and the retrain references.
-Metrics: ``metrics.py`` (accuracies, sets), ``privacy.py`` (MIA-efficacy, ZRF), ``probes.py`` (linear
+Metrics: ``metrics.py`` (accuracies, sets), ``sampled.py`` (RA above ~20 classes), ``privacy.py`` (MIA-efficacy, ZRF), ``probes.py`` (linear
 and few-shot probes, CKA); their definitions: ``definitions.py``. The model helpers (classifier layer,
 penultimate features, random reference) are in :mod:`hf_unlearn.modeling`. scikit-learn, matplotlib
 and evaluate are optional and imported inside the functions that need them.
@@ -25,21 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .definitions import DEFINITIONS, format_definitions
-from .metrics import (
-    RetainPairs,
-    accuracy_matrix,
-    class_counts,
-    per_class_accuracy,
-    sample_retain_pairs,
-    sampled_retain_estimate,
-    set_accuracy,
-    summarize_matrix,
-)
+from .metrics import accuracy_matrix, class_counts, per_class_accuracy, set_accuracy, summarize_matrix
 from .plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain, plot_probe_tradeoff
 from .privacy import mia_efficacy, true_label_confidence, zrf_score
 from .probes import few_shot_probe_accuracy, linear_cka, linear_probe_accuracy
 from .relearn import kshot_relearn
 from .report import environment_info, write_report
+from .sampled import RetainPairs, sample_retain_pairs, sampled_retain_estimate
 from .suite import evaluate_unlearning
 
 METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from accelerate.utils import gather_object
+
 __all__ = ["gather_uneven", "lockstep", "uneven_batches"]
 
 
@@ -54,9 +57,6 @@ def gather_uneven(accelerator: Any, tensors: Any):
             if gathered is None:
                 break
     """
-    import torch
-    from accelerate.utils import gather_object
-
     meta = None if tensors is None else [(tuple(t.shape), t.dtype) for t in tensors]
     metas = gather_object([meta])
     known = [m for m in metas if m is not None]

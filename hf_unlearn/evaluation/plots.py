@@ -91,7 +91,7 @@ def plot_accuracy_matrix(
 
         plot_accuracy_matrix(A, ["T-shirt", "Trouser", ...], "out/accuracy_matrix.png")
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib: optional, only for plots
 
     A = _matrix(A, "A")
     if A.shape[0] != A.shape[1]:
@@ -226,7 +226,7 @@ def plot_filter_sparsity(
         share = {name: (alpha < 0.5).float().mean(1).numpy() for name, alpha in filters.items()}
         plot_filter_sparsity(share, class_names, "out/filter_sparsity.png")
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib: optional, only for plots
 
     if not isinstance(share_off, Mapping) or not share_off:
         raise ValueError("`share_off` must be a non-empty dict {layer_name: array(num_classes)}.")

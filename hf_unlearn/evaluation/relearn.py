@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..modeling import classifier_module
 
@@ -82,8 +83,6 @@ def relearn_indices(train_labels: Any, shots: int, seed: int = 0) -> np.ndarray:
 
 
 def _accuracy(model, pixels, labels, batch_size: int) -> float:
-    import torch
-
     if len(labels) == 0:
         return float("nan")
     correct = 0
@@ -126,8 +125,6 @@ def kshot_relearn(
         ``{"forget_acc", "forget_acc_before", "retain_acc", "shots", "steps", "mode", "learning_rate",
         "n_train", "n_test_forget"}`` (accuracies in %; ``retain_acc`` NaN when no other test samples).
     """
-    import torch
-
     check_relearn_budget([shots], steps, [mode])
     lr = DEFAULT_RELEARN_LR[mode] if learning_rate is None else float(learning_rate)
     if not lr > 0:

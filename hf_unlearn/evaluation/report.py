@@ -20,6 +20,7 @@ Both files are written atomically (temporary file, then ``os.replace``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -27,6 +28,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,6 @@ _PACKAGES = (
 
 
 def _version(dist: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -110,8 +110,6 @@ def to_jsonable(obj: Any) -> Any:
         items = sorted(obj) if isinstance(obj, (set, frozenset)) else obj
         return [to_jsonable(v) for v in items]
     if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
         return to_jsonable(dataclasses.asdict(obj))
     if hasattr(obj, "to_dict"):
         return to_jsonable(obj.to_dict())

@@ -71,12 +71,12 @@ from ..data.loading import ImageClassificationData, build_dataloader, check_labe
 from ..data.tensors import collate_batches
 from ..modeling import filter_sparsity, load_classifier, random_reference_model
 from .definitions import format_definitions
-from .metrics import (accuracy_matrix, class_counts, per_class_accuracy, sample_retain_pairs, sampled_retain_estimate,
-                      set_accuracy, summarize_matrix)
+from .metrics import accuracy_matrix, class_counts, per_class_accuracy, set_accuracy, summarize_matrix
 from .predict import OWN_LABEL, PerSample, Predictor, run_predictors
 from .references import (EvaluationPlan, check_choice, check_retrains_given, choose_units, load_plan, load_retrains,
                          require_classes)
 from .relearn import check_relearn_budget, relearn_indices
+from .sampled import sample_retain_pairs, sampled_retain_estimate
 from .representation import SplitLabels, arrange, probe_subset, relearn_table, unit_metrics
 
 __all__ = ["EXACT_MATRIX_LIMIT", "evaluate_unlearning"]
@@ -282,6 +282,55 @@ def _filters_off_pct(adapter, num_classes: int) -> list:
             for c in range(num_classes)]
 
 
+def _add_measures(report: dict, plan: EvaluationPlan, sources: _Sources, retrains: dict, base_model, train_out: dict,
+                  test_out: dict, labels: SplitLabels, datasets: tuple, *, device, seed: int, max_mia_samples,
+                  few_shot_shots: int, few_shot_draws: int, relearn: dict, progress: bool) -> None:
+    """MIA-efficacy, ZRF, probes, CKA (and k-shot relearning when ``relearn["shots"]``) into ``report``."""
+    def arranged(table):
+        return arrange(table, plan.mode, plan.units, plan.num_classes)
+
+    tables = unit_metrics(plan.units, sources.of, train_out, test_out, labels, seed=seed,
+                          max_mia_samples=max_mia_samples, few_shot_shots=few_shot_shots,
+                          few_shot_draws=few_shot_draws, progress=progress)
+    for key, table in (("mia_efficacy", "mia"), ("zrf", "zrf"), ("probe", "probe"), ("probe_auc", "auc"),
+                       ("few_shot_probe", "few_shot")):
+        report[key] = arranged(tables[table])
+    if tables["cka"]:
+        report["cka_to_retrain"] = arranged(tables["cka"])
+    if not relearn["shots"]:
+        return
+    adapter = plan.adapter
+    base = base_model if adapter is None else plan.plain
+
+    def models_of(unit):  # an adapter's row is exported: relearning fine-tunes a plain copy
+        models = {"unlearned": adapter.export(list(unit)).to(device) if adapter is not None else plan.plain}
+        if base is not None:
+            models["base"] = base
+        if unit in retrains:
+            models["retrain"] = retrains[unit][0]
+        return models
+
+    table = relearn_table(plan.units, models_of, *datasets, labels, seed=seed, progress=progress, **relearn)
+    report["relearn"] = {setting: arranged(by_model) for setting, by_model in table.items()}
+
+
+def _settings(plan: EvaluationPlan, report: dict, labels: SplitLabels, train_split: str) -> dict:
+    """The run's mode, target, rows and sample counts (the first keys of ``report["settings"]``)."""
+    rows_mode = plan.mode == "rows"
+    return {
+        "mode": plan.mode,
+        "target": "adapter" if plan.adapter is not None else "model",
+        "accuracy_method": report["accuracy"].get("method", "exact") if rows_mode else "exact",
+        "rows": plan.row_ids if rows_mode else None,
+        "detail_rows": [u[0] for u in plan.units] if rows_mode else None,
+        "train_split": train_split,
+        "n_train": int(len(labels.train)),
+        "n_test": int(len(labels.test)),
+        "n_probe_train": int(labels.probe_train.sum()),
+        "n_probe_test": int(labels.probe_test.sum()),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # the suite
 # --------------------------------------------------------------------------------------------
@@ -416,48 +465,17 @@ def evaluate_unlearning(
         report["retrain"] = retrain_acc
         report["retrain_models"] = {"-".join(map(str, k)): v[1] for k, v in sorted(retrains.items())}
 
-    def arranged(table):
-        return arrange(table, plan.mode, plan.units, plan.num_classes)
-
-    tables = unit_metrics(plan.units, sources.of, train_out, test_out, labels, seed=seed,
-                          max_mia_samples=max_mia_samples, few_shot_shots=few_shot_shots,
-                          few_shot_draws=few_shot_draws, progress=progress and main)
-    for key, table in (("mia_efficacy", "mia"), ("zrf", "zrf"), ("probe", "probe"), ("probe_auc", "auc"),
-                       ("few_shot_probe", "few_shot")):
-        report[key] = arranged(tables[table])
-    if tables["cka"]:
-        report["cka_to_retrain"] = arranged(tables["cka"])
-    if relearn_shots:
-        base = base_model if plan.adapter is None else plan.plain
-
-        def models_of(unit):
-            adapter = plan.adapter
-            models = {"unlearned": adapter.export(list(unit)).to(device) if adapter is not None else plan.plain}
-            if base is not None:
-                models["base"] = base
-            if unit in retrains:
-                models["retrain"] = retrains[unit][0]
-            return models
-
-        table = relearn_table(plan.units, models_of, train_loader.dataset, test_loader.dataset, labels,
-                              shots=relearn_shots, steps=relearn_steps, modes=list(relearn_modes),
-                              max_test=relearn_max_test, seed=seed, progress=progress and main)
-        report["relearn"] = {setting: arranged(by_model) for setting, by_model in table.items()}
+    _add_measures(report, plan, sources, retrains, base_model, train_out, test_out, labels,
+                  (train_loader.dataset, test_loader.dataset), device=device, seed=seed,
+                  max_mia_samples=max_mia_samples, few_shot_shots=few_shot_shots, few_shot_draws=few_shot_draws,
+                  relearn=dict(shots=relearn_shots, steps=relearn_steps, modes=list(relearn_modes),
+                               max_test=relearn_max_test), progress=progress and main)
     if plan.adapter is not None and plan.mode == "rows":
         report["filters_off_pct"] = _filters_off_pct(plan.adapter, plan.num_classes)
     report["definitions"] = format_definitions(shots=few_shot_shots, draws=few_shot_draws,
                                                relearn_steps=relearn_steps, exact_limit=exact_limit)
     report["settings"] = {
-        "mode": plan.mode,
-        "target": "adapter" if plan.adapter is not None else "model",
-        "accuracy_method": report["accuracy"].get("method", "exact") if plan.mode == "rows" else "exact",
-        "rows": plan.row_ids if plan.mode == "rows" else None,
-        "detail_rows": [u[0] for u in plan.units] if plan.mode == "rows" else None,
-        "train_split": data_train.split,
-        "n_train": int(len(y_train)),
-        "n_test": int(len(y_test)),
-        "n_probe_train": int(labels.probe_train.sum()),
-        "n_probe_test": int(labels.probe_test.sum()),
+        **_settings(plan, report, labels, data_train.split),
         "few_shot_shots": int(few_shot_shots),
         "few_shot_draws": int(few_shot_draws),
         "relearn_shots": relearn_shots,
