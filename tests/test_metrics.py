@@ -521,6 +521,7 @@ def _gather_worker(out_prefix):
     )
 
 
+@pytest.mark.slow  # one and two spawned gloo ranks: ~45 s on the shared 2-core box
 def test_gather_one_vs_two_processes(tmp_path):
     torch = pytest.importorskip("torch")
     from ddp import launch_ranks
