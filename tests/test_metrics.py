@@ -659,3 +659,22 @@ def test_write_report(tmp_path):
     assert "sampled" in md2.read_text() and "±" in md2.read_text()
     _, md3 = write_report({"model": "m", "accuracy": set_accuracy([1, 1, 2], [0, 1, 2], {0})}, tmp_path / "eval3")
     assert "| unlearned | 0.00 | 100.00 | 1 | 2 |" in md3.read_text()
+
+
+def test_one_definitions_table_fills_the_report_glossary_with_the_runs_settings(tmp_path):
+    from hf_unlearn.evaluation.definitions import DEFINITIONS, format_definitions
+
+    # a report without its own definitions: the glossary is the table at the report's settings
+    _, md = write_report({"model": "m", "settings": {"few_shot_shots": 3, "few_shot_draws": 4, "relearn_steps": 7}},
+                         tmp_path / "a")
+    text = md.read_text()
+    glossary = text[text.index("## Glossary"):]
+    assert "from `shots` (3) labelled" in glossary and "mean of 4 seeded draws" in glossary
+    assert "`steps` (7) full-batch" in glossary and "(5)" not in glossary
+    assert all(f"**{name}**" in glossary for name in DEFINITIONS)
+    # a report with its definitions (the suite writes them): those, once, in the glossary
+    filled = format_definitions(shots=2, exact_limit=8)
+    _, md = write_report({"model": "m", "definitions": filled}, tmp_path / "b")
+    text = md.read_text()
+    assert "up to 8 classes" in text and text.count(filled["few-shot probe"]) == 1
+    assert "{" not in "".join(filled.values())  # every template field was filled

@@ -16,9 +16,10 @@ __all__ = ["as_bool_mask", "as_floats", "as_labels", "as_num_classes", "check_sa
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
+    """A numeric numpy array of ``x`` (a tensor is detached and moved to CPU; half floats widened)."""
     if x is None:
         raise ValueError(f"`{name}` is None; pass an array.")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor (duck-typed: metrics take any array)
         x = x.detach().cpu()
         if str(x.dtype) in ("torch.bfloat16", "torch.float16"):
             x = x.float()
@@ -61,6 +62,7 @@ def as_labels(x: Any, name: str, num_classes: int | None = None, allow_empty: bo
 
 
 def as_floats(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
+    """Finite float64 values, non-empty, optionally of ``ndim`` dimensions."""
     arr = to_numpy(x, name)
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"`{name}` must be {ndim}-D, got shape {arr.shape}.")
@@ -76,6 +78,7 @@ def as_floats(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
 
 
 def check_same_length(**arrays: np.ndarray) -> None:
+    """Fail, naming every argument and its length, unless all have the same length."""
     lengths = {k: len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) > 1:
         desc = ", ".join(f"{k}={n}" for k, n in lengths.items())
@@ -83,12 +86,14 @@ def check_same_length(**arrays: np.ndarray) -> None:
 
 
 def as_num_classes(num_classes: Any) -> int:
+    """A positive integer class count."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive integer, got {num_classes!r}.")
     return int(num_classes)
 
 
 def as_bool_mask(x: Any, name: str) -> np.ndarray:
+    """A non-empty 1-D boolean mask (0/1 accepted): True where the sample is of the class."""
     arr = to_numpy(x, name)
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be 1-D, got shape {arr.shape}.")
@@ -102,6 +107,7 @@ def as_bool_mask(x: Any, name: str) -> np.ndarray:
 
 
 def float_list(x: np.ndarray) -> list[float]:
+    """Plain Python floats (JSON-ready; NaN stays NaN until the report writer turns it into null)."""
     return [float(v) for v in np.asarray(x, dtype=np.float64).ravel()]
 
 
