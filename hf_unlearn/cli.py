@@ -26,11 +26,11 @@ COMMANDS = {
 }
 # command -> (module, function taking argv); imported only when that command runs
 RUNNERS = {
-    "train-base": (".training.base", "main"),
-    "train": (".training.job", "main"),
+    "train-base": (".commands.train_base", "main"),
+    "train": (".commands.train", "main"),
     "evaluate": (".commands.evaluate", "main"),
-    "retrain": (".training.retrain", "main"),
-    "explain": (".explain.core", "main"),
+    "retrain": (".commands.retrain", "main"),
+    "explain": (".commands.explain", "main"),
     "push": (".hub.core", "cli_push"),
     "demo": (".demo.cli", "main"),
 }

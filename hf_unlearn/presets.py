@@ -35,6 +35,20 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+# transformers is already imported by `import hf_unlearn` (through peft): these cost nothing more.
+from transformers import AutoModelForImageClassification, ConvNextConfig, ResNetConfig, ViTConfig
+from transformers.utils import is_torchvision_available
+
+# Without torchvision, transformers 5 falls back from ViTImageProcessor to its PIL backend with a
+# warning (even on `from transformers import ViTImageProcessor`): the PIL class is used directly then.
+if is_torchvision_available():
+    from transformers import ViTImageProcessor as _VIT_PROCESSOR_CLASS
+else:
+    try:
+        from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil as _VIT_PROCESSOR_CLASS
+    except ImportError:  # older transformers layouts have no separate PIL class
+        from transformers import ViTImageProcessor as _VIT_PROCESSOR_CLASS
+
 __all__ = ["PRESETS", "MICRO_PRESETS", "DATASET_STATS", "build_preset", "preset_config", "make_image_processor",
            "tiny_preset"]
 
@@ -53,19 +67,18 @@ def make_image_processor(image_size: int = 28, image_mean: Optional[Sequence[flo
     Without torchvision, transformers 5 falls back from ``ViTImageProcessor`` to its PIL backend
     with a warning; the PIL class is used directly then (same config, same saved
     ``image_processor_type``), so ``AutoImageProcessor`` reloads it either way.
-    """
-    from transformers.utils import is_torchvision_available
 
-    if is_torchvision_available():
-        from transformers import ViTImageProcessor as processor_class
-    else:
-        try:
-            from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil as processor_class
-        except ImportError:  # older transformers layouts
-            from transformers import ViTImageProcessor as processor_class
+    Example:
+
+    ```py
+    >>> processor = make_image_processor(8, image_mean=[0.3053], image_std=[0.3759])
+    >>> processor.size["height"], processor.size["width"]
+    (8, 8)
+    ```
+    """
     mean = list(image_mean) if image_mean is not None else list(_DEFAULT_STATS[0])
     std = list(image_std) if image_std is not None else list(_DEFAULT_STATS[1])
-    return processor_class(
+    return _VIT_PROCESSOR_CLASS(
         do_resize=True, size={"height": image_size, "width": image_size}, do_rescale=True,
         do_normalize=True, image_mean=mean, image_std=std,
     )
@@ -73,8 +86,6 @@ def make_image_processor(image_size: int = 28, image_mean: Optional[Sequence[flo
 
 def _resnet(widths, depths, embedding_size):
     def config(num_channels, image_size):
-        from transformers import ResNetConfig
-
         return ResNetConfig(num_channels=num_channels, embedding_size=embedding_size, hidden_sizes=list(widths),
                             depths=list(depths), layer_type="basic", hidden_act="relu")
     return config
@@ -82,8 +93,6 @@ def _resnet(widths, depths, embedding_size):
 
 def _convnext(widths, depths, patch_size):
     def config(num_channels, image_size):
-        from transformers import ConvNextConfig
-
         return ConvNextConfig(num_channels=num_channels, patch_size=patch_size, hidden_sizes=list(widths),
                               depths=list(depths), num_stages=len(widths), image_size=image_size)
     return config
@@ -91,8 +100,6 @@ def _convnext(widths, depths, patch_size):
 
 def _vit(hidden_size, layers, heads, intermediate_size, patch_size):
     def config(num_channels, image_size):
-        from transformers import ViTConfig
-
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of the patch size {patch_size}")
         return ViTConfig(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
@@ -152,7 +159,16 @@ def _set_labels(config, num_labels: int, id2label: Optional[dict]) -> None:
 
 
 def preset_config(name: str, num_labels: int = 10, id2label: Optional[dict] = None, **kwargs):
-    """``(config, image_processor)`` for preset ``name``; kwargs: image_size, image_mean, image_std, num_channels."""
+    """``(config, image_processor)`` for preset ``name``; kwargs: image_size, image_mean, image_std, num_channels.
+
+    Example:
+
+    ```py
+    >>> config, processor = preset_config("resnet-micro", num_labels=4, num_channels=1)
+    >>> config.hidden_sizes, config.num_labels
+    ([8, 16], 4)
+    ```
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name](num_labels, id2label, **kwargs)
@@ -173,8 +189,6 @@ def build_preset(name: str, num_labels: int = 10, id2label: Optional[dict] = Non
     ...                                 image_mean=[0.3053], image_std=[0.3759])
     ```
     """
-    from transformers import AutoModelForImageClassification
-
     config, processor = preset_config(name, num_labels, id2label, **kwargs)
     model = AutoModelForImageClassification.from_config(config)
     return model, processor

@@ -10,17 +10,17 @@ dendrogram order next to the base model's confusion, with their Spearman/Pearson
 ``auc_curves.png`` (mean RISE deletion/insertion curves) and ``saliency_<id>_<name>.png``
 (original | filter saliency | Grad-CAM | random, with each map's deletion/insertion AUC).
 ``--classes`` and ``--layer`` choose what to explain; ``--help`` lists every option. The job is
-``hf_unlearn.explain.core.main``.
+``hf_unlearn.explain.job.run_explain``, its options ``hf_unlearn.commands.explain``.
 """
 
 import os
 import sys
 
 try:
-    from hf_unlearn.explain.core import main
+    from hf_unlearn.commands.explain import main
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from hf_unlearn.explain.core import main
+    from hf_unlearn.commands.explain import main
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ Two real DDP processes on a CPU-only machine (gloo):
         recipes/train.py --cpu --config recipes/configs/fashion_mnist_resnet.yaml
 
 Resume an interrupted run where it stopped: add ``--resume latest`` (with ``--checkpoint_every N``).
-``python recipes/train.py --help`` lists every option; the loop is ``hf_unlearn.training.untrain``.
+``python recipes/train.py --help`` lists every option; the command is ``hf_unlearn.commands.train``,
+the loop ``hf_unlearn.training.untrain``.
 """
 
-from hf_unlearn.training.job import main
+from hf_unlearn.commands.train import main
 
 if __name__ == "__main__":
     main()

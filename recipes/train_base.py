@@ -28,17 +28,18 @@ lists every option. Real two-process DDP on a CPU-only machine:
         --mixed_precision no --dynamo_backend no --main_process_port 29511 \
         recipes/train_base.py --cpu --preset resnet-tiny --output_dir runs/base-ddp
 
-The loop itself is ``hf_unlearn.training.base.train_base`` (importable, used by the tests).
+The loop itself is ``hf_unlearn.training.base.train_base``, called from Python with the same options as
+``hf_unlearn.commands.train_base.TrainBaseArguments`` (used by the tests).
 """
 
 import os
 import sys
 
 try:
-    from hf_unlearn.training.base import main
+    from hf_unlearn.commands.train_base import main
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from hf_unlearn.training.base import main
+    from hf_unlearn.commands.train_base import main
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from hf_unlearn.files import atomic_write_text
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
        "OMP_NUM_THREADS": "1"}
 
@@ -139,15 +141,16 @@ def main() -> int:
     rng = random.Random(args.seed)
     base = work / "digits-base"
     if not (base / "model.safetensors").is_file():
+        from hf_unlearn.commands.train_base import TrainBaseArguments
         from hf_unlearn.training.base import train_base
 
-        train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 15, "output_dir": str(base),
-                    "no_progress": True, "seed": 0})
+        train_base(TrainBaseArguments(preset="resnet-micro", dataset="digits", epochs=15, output_dir=str(base),
+                                      no_progress=True, seed=0))
     summary = {"train_resume": train_loop(work, base, args.train_kills, rng)}
     summary["export_over_export"] = export_loop(work, work / "train-reference", args.export_kills, rng)
     summary["nothing_lost"] = summary["train_resume"]["ok"] and summary["export_over_export"]["ok"]
     text = json.dumps(summary, indent=2)
-    (work / "kill9.json").write_text(text)
+    atomic_write_text(work / "kill9.json", text)
     print(text)
     return 0 if summary["nothing_lost"] else 1
 

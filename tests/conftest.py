@@ -20,9 +20,10 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def digits_base(tmp_path_factory):
     """A ResNet micro preset trained on sklearn digits (seconds), saved like recipes/train_base.py does."""
+    from hf_unlearn.commands.train_base import TrainBaseArguments
     from hf_unlearn.training.base import train_base
 
     out = tmp_path_factory.mktemp("digits-base")
-    metrics = train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 15, "output_dir": str(out),
-                          "no_progress": True, "seed": 0})
+    metrics = train_base(TrainBaseArguments(preset="resnet-micro", dataset="digits", epochs=15, output_dir=str(out),
+                                            no_progress=True, seed=0))
     return out, metrics

@@ -17,7 +17,8 @@ FORGET = 0
 def setup(digits_base):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset
+    from hf_unlearn.data.loaders import build_dataloader, class_subset
+    from hf_unlearn.data.loading import load_image_dataset
 
     folder, _ = digits_base
     model = AutoModelForImageClassification.from_pretrained(str(folder)).eval()
@@ -172,3 +173,52 @@ def test_benchmark_smoke(tmp_path):
     assert methods["retrain"]["summary_peer_classes"]["relearn_head-2shot"] is not None
     assert "CKA to retrain" in table and "relearn head 2-shot %" in table
     assert (out / "tradeoff.png").stat().st_size > 5000
+
+
+def test_tuning_helpers_split_and_budget():
+    import numpy as np
+
+    from hf_unlearn.baselines.tuning import best_trial, candidate_configs, stratified_split
+
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 3)
+    val = stratified_split(labels, 0.1, seed=0)
+    assert [int(val[labels == c].sum()) for c in (0, 1, 2)] == [5, 3, 1]  # a share of every class, at least one
+    assert np.array_equal(val, stratified_split(labels, 0.1, seed=0))  # seeded
+    assert not np.array_equal(val, stratified_split(labels, 0.1, seed=1))
+    space = {"lr": [0.1, 0.01, 0.001], "epochs": [1, 2]}
+    configs = candidate_configs(space, trials=4, seed=0)
+    assert configs[0] == {} and len(configs) == 4  # the defaults first, then 3 distinct grid points
+    assert len({tuple(sorted(c.items())) for c in configs[1:]}) == 3
+    assert all(c["lr"] in space["lr"] and c["epochs"] in space["epochs"] for c in configs[1:])
+    assert candidate_configs({}, trials=4, seed=0) == [{}]  # nothing to search: the defaults only
+    trials = [{"score": 90.0, "seconds": 2.0}, {"score": 95.0, "seconds": 3.0}, {"score": 95.0, "seconds": 1.0}]
+    assert best_trial(trials) is trials[1]  # best score; the earlier one on a tie (not the faster)
+
+
+def test_benchmark_arguments_keep_the_command_line(tmp_path):
+    sys.path.insert(0, str(REPO / "recipes"))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(REPO / "recipes"))
+    from hf_unlearn.benchmark.arguments import ALL_METHODS, BenchmarkArguments
+
+    args = benchmark.parse(["--output_dir", str(tmp_path), "--methods", "wf", "ssd", "--classes", "1", "4",
+                            "--relearn_shots", "1", "5", "--relearn_modes", "head", "--tune", "--hparams",
+                            '{"ssd": {"lambda": 2.0}}'])
+    assert args.methods == ["wf", "ssd"] and args.classes == [1, 4] and args.relearn_shots == [1, 5]
+    assert args.tune is True and args.smoke is False and args.relearn_modes == ["head"]
+    assert args.wf_config == benchmark.DEFAULT_WF_CONFIG and Path(args.wf_config).is_file()
+    assert list(benchmark.parse(["--output_dir", "x"]).methods) == list(ALL_METHODS)
+    smoke = benchmark.parse(["--output_dir", "x", "--smoke"])
+    assert (smoke.dataset, smoke.preset, smoke.classes, smoke.retrain_classes) == ("digits", "resnet-micro", [0], ["0"])
+    assert smoke.all_class_methods == [] and smoke.wf_epochs == 3.0 and smoke.max_probe_samples is None
+    config = tmp_path / "bench.yaml"
+    config.write_text("output_dir: from-config\nseed: 3\n")
+    from_config = benchmark.parse(["--config", str(config), "--seed", "4"])
+    assert from_config.output_dir == "from-config" and from_config.seed == 4  # the flag wins over the file
+    with pytest.raises(ValueError, match=r"unknown methods \['nope'\]"):
+        BenchmarkArguments(output_dir="x", methods=["wf", "nope"])
+    with pytest.raises(SystemExit):
+        benchmark.parse(["--output_dir", "x", "--relearn_modes", "tail"])
+

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import torch
 
 from hf_unlearn import UnlearnAdapter
 from hf_unlearn.training.convergence import (ConvergenceTracker, measure_rows, stratified_validation_indices)
-from hf_unlearn.training.untrain import UntrainingArguments, forget_class_weights, untrain
+from hf_unlearn.training.objective import forget_class_weights
+from hf_unlearn.training.untrain import UntrainingArguments, untrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,13 +98,13 @@ def test_eval_every_without_validation_data_is_an_error():
 
 
 def _job(digits_base, tmp_path, name, **options):
-    from hf_unlearn.training.job import resolve_args, run
+    from hf_unlearn.training.job import run_untraining, untraining_job_arguments
 
     base_dir, _ = digits_base
     values = dict(base_model=str(base_dir), dataset="digits", output_dir=str(tmp_path / name), batch_size=64,
                   no_progress=True, eval_split="", eval_every=5, num_threads=1)
     values.update(options)
-    return run(resolve_args(**values))
+    return run_untraining(*untraining_job_arguments(**values))
 
 
 def test_job_stops_when_converged_and_says_why(digits_base, tmp_path):
@@ -142,29 +142,38 @@ def test_job_validation_split_missing_a_class_is_a_clear_error(digits_base, tmp_
 
 
 def test_epochs_on_the_command_line_switch_a_convergence_config_to_epochs():
-    from hf_unlearn.training.job import parse_args
+    from hf_unlearn.commands.train import parse_train_arguments
+
+    def parse_args(argv):
+        return parse_train_arguments(argv)[1]
 
     config = str(REPO / "recipes" / "configs" / "fashion_mnist_resnet.yaml")
     args = parse_args(["--config", config])
     assert args.eval_every > 0 and args.max_steps > 0  # the shipped config is convergence-driven
     args = parse_args(["--config", config, "--epochs", "2"])
     assert args.eval_every == 0 and args.max_steps == 0 and args.epochs == 2
-    args = parse_args(["--config", config, "--epochs", "2", "--eval_every", "7"])
-    assert args.eval_every == 7
+    args = parse_args(["--config", config, "--epochs=2", "--eval-every", "7"])
+    assert args.eval_every == 7 and args.max_steps == 0
     assert parse_args(["--config", config, "--balance_forget", "false"]).balance_forget is False
+    assert parse_args(["--config", config, "--no_balance_forget"]).balance_forget is False
+    assert parse_args(["--config", config]).balance_forget is True
 
 
 @pytest.mark.slow  # three short jobs in subprocesses: ~50 s on a quiet 2-core box, minutes under load
 def test_killed_convergence_run_resumes_to_the_same_filters_and_history(digits_base, tmp_path):
     base_dir, _ = digits_base
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    common = [sys.executable, str(REPO / "recipes" / "train.py"), "--base_model", str(base_dir), "--dataset",
+    common = ["--base_model", str(base_dir), "--dataset",
               "digits", "--max_train_samples", "512", "--batch_size", "32", "--eval_split", "", "--no_progress",
               "--seed", "5", "--eval_every", "4", "--max_steps", "16", "--patience", "100", "--num_threads", "1"]
-    run = lambda *extra: subprocess.run(common + list(extra), env=env, capture_output=True, text=True, timeout=600)
+    def run(*extra, script=(str(REPO / "recipes" / "train.py"),)):
+        return subprocess.run([sys.executable, *script, *common, *extra], env=env, capture_output=True, text=True,
+                              timeout=600)
+
     whole = run("--output_dir", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
-    killed = run("--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "8", "--crash_after_step", "9")
+    killed = run("--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "8",
+                 script=(str(REPO / "tests" / "crash_after_step.py"), "9"))
     assert killed.returncode != 0
     resumed = run("--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "8", "--resume", "latest")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

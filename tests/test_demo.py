@@ -30,12 +30,12 @@ PEFT_CARD_MARK = "# Model Card for Model ID"  # the heading of PEFT's own README
 @pytest.fixture(scope="module")
 def adapter_dir(digits_base, tmp_path_factory):
     """`hf-unlearn train`'s job on digits: a real adapter that forgets, with its metrics and config."""
-    from hf_unlearn.training.job import resolve_args, run
+    from hf_unlearn.training.job import run_untraining, untraining_job_arguments
 
     base_dir, _ = digits_base
     out = tmp_path_factory.mktemp("demo") / "wf-digits"
-    run(resolve_args(base_model=str(base_dir), dataset="digits", output_dir=str(out), epochs=3.0,
-                     batch_size=128, no_progress=True, eval_pairs=0))
+    run_untraining(*untraining_job_arguments(base_model=str(base_dir), dataset="digits", output_dir=str(out),
+                                             epochs=3.0, batch_size=128, no_progress=True, eval_pairs=0))
     return out
 
 
@@ -62,7 +62,7 @@ def test_train_output_carries_our_card_with_results_and_demo_command(adapter_dir
     metrics = json.loads((adapter_dir / "untraining_metrics.json").read_text())
     card = ModelCard.load(adapter_dir / "README.md")
     evals = {e.metric_type: e.metric_value for e in card.data.eval_results}
-    assert evals["forget_accuracy"] == pytest.approx(metrics["evaluation"]["mean_forget_acc"], abs=1e-3)
+    assert evals["forget_accuracy"] == pytest.approx(metrics["accuracy"]["mean_forget_acc"], abs=1e-3)
     assert "hf-unlearn train --config untraining_config.yaml" in text
     assert f"hf-unlearn demo --adapter {adapter_dir}" in text
     # the same card a push renders (which adds the repo id and the Space link)
@@ -94,7 +94,7 @@ def test_cli_export_writes_the_exported_card(adapter_dir, tmp_path):
     # the per-class numbers of row 3 come from the report next to the adapter
     metrics = json.loads((adapter_dir / "untraining_metrics.json").read_text())
     evals = {e.metric_type: e.metric_value for e in card.data.eval_results}
-    assert evals["forget_accuracy"] == pytest.approx(metrics["evaluation"]["forget_acc_per_class"][3], abs=1e-3)
+    assert evals["forget_accuracy"] == pytest.approx(metrics["accuracy"]["forget_acc_per_class"][3], abs=1e-3)
 
 
 # ---------------------------------------------------------------------------- app functions
@@ -139,7 +139,7 @@ def test_filter_map_is_a_png_of_the_chosen_rows(demo, tmp_path):
     for path in (one, two):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size[0] > 200
-    from hf_unlearn.explain.core import filter_maps
+    from hf_unlearn.explain.filters import filter_maps
 
     names, rows = demo.filter_map_rows(["5", "2"])
     assert names == ["2", "5", "2 × 5"]

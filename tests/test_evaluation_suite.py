@@ -9,8 +9,10 @@ import torch
 
 from ddp import launch_two_ranks
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig
-from hf_unlearn.data.loading import build_dataloader, class_subset, load_image_dataset, subsample
-from hf_unlearn.evaluation import accuracy_matrix, evaluate_unlearning, set_accuracy
+from hf_unlearn.data.loaders import build_dataloader, class_subset, subsample
+from hf_unlearn.data.loading import load_image_dataset
+from hf_unlearn.evaluation.metrics import accuracy_matrix, set_accuracy
+from hf_unlearn.evaluation.suite import evaluate_unlearning
 from hf_unlearn.modeling import penultimate_features, random_reference_model
 from hf_unlearn.evaluation.report import to_jsonable
 from hf_unlearn.presets import make_image_processor
@@ -190,13 +192,13 @@ RETRAIN_EPOCHS = 8
 @pytest.fixture(scope="module")
 def retrained(digits_base, tmp_path_factory):
     """The digits base recipe retrained without class 3 (the job, reading the base's config)."""
-    import hf_unlearn.data.loading
-    from hf_unlearn.training.retrain import main
+    import hf_unlearn.training.base
+    from hf_unlearn.commands.retrain import main
 
     base_dir, _ = digits_base
     root = tmp_path_factory.mktemp("retrain")
     seen = []
-    original = hf_unlearn.data.loading.build_dataloader
+    original = hf_unlearn.training.base.build_dataloader
 
     def spy(data, *args, **kwargs):
         if kwargs.get("shuffle"):  # the training loader
@@ -204,7 +206,7 @@ def retrained(digits_base, tmp_path_factory):
         return original(data, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hf_unlearn.data.loading, "build_dataloader", spy)
+        mp.setattr(hf_unlearn.training.base, "build_dataloader", spy)  # the name train_base calls
         # the base recipe, with one flag overriding it (fewer epochs keep the test fast)
         summary = main(["--base_dir", str(base_dir), "--classes", str(FORGET), "--output_dir", str(root),
                         "--epochs", str(RETRAIN_EPOCHS), "--num_threads", "1"])
@@ -497,20 +499,23 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_retrain_command_line_units_folders_and_resume(retrained, digits_base, tmp_path):
-    from hf_unlearn.training.retrain import _units, main, parse_args, retrain_dirs_from_root, retrain_folder_name
+    from hf_unlearn.commands.retrain import main, parse_retrain_args
+    from hf_unlearn.training.retrain import retrain_dirs_from_root, retrain_folder_name, retrain_units
 
     root, _, _ = retrained
     base_dir, _ = digits_base
     names = digits("train").class_names
-    every = parse_args(["--base_dir", str(base_dir), "--classes", "all", "--output_dir", str(tmp_path)])
+    every, job = parse_retrain_args(["--base_dir", str(base_dir), "--classes", "all", "--output_dir", str(tmp_path)])
     assert every.preset == "resnet-micro" and every.dataset == "digits" and every.output_dir == str(tmp_path)
-    assert _units(every, names) == [[c] for c in range(N)]
-    together = parse_args(["--base_dir", str(base_dir), "--classes", "5", "2", "--together", "--output_dir", "x"])
-    assert _units(together, names) == [[2, 5]] and retrain_folder_name([5, 2]) == "classes-2-5"
+    assert retrain_units(job.classes, names, together=job.together) == [[c] for c in range(N)]
+    _, job = parse_retrain_args(["--base_dir", str(base_dir), "--classes", "5", "2", "--together", "--output_dir", "x"])
+    assert retrain_units(job.classes, names, together=job.together) == [[2, 5]]
+    assert retrain_folder_name([5, 2]) == "classes-2-5"
     with pytest.raises(SystemExit):
-        parse_args(["--base_dir", str(base_dir), "--classes", "3", "--output_dir", str(base_dir)])
+        parse_retrain_args(["--base_dir", str(base_dir), "--classes", "3", "--output_dir", str(base_dir)])
+    _, job = parse_retrain_args(["--base_dir", str(base_dir), "--classes", "eleven", "--output_dir", "x"])
     with pytest.raises(ValueError, match="Unknown class name"):
-        _units(parse_args(["--base_dir", str(base_dir), "--classes", "eleven", "--output_dir", "x"]), names)
+        retrain_units(job.classes, names)
 
     (tmp_path / "classes-2-5").mkdir()
     (tmp_path / "classes-2-5" / "config.json").write_text("{}")

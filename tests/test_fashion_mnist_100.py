@@ -3,19 +3,16 @@
 import numpy as np
 import pytest
 
-from hf_unlearn.data.loading import (FASHION_MNIST_CLASSES, _fashion_mnist_dir, _read_idx,
-                             check_labels_match, fashion_mnist_100_arrays, load_image_dataset)
+from hf_unlearn.data.builtin import FASHION_MNIST_CLASSES, fashion_mnist_100_arrays, fashion_mnist_files, read_fashion_mnist
+from hf_unlearn.data.loading import check_labels_match, load_image_dataset
 
 
 def _source(split):
     import os
 
-    prefix = "train" if split == "train" else "t10k"
-    d = _fashion_mnist_dir()
-    paths = (os.path.join(d, f"{prefix}-images-idx3-ubyte.gz"), os.path.join(d, f"{prefix}-labels-idx1-ubyte.gz"))
-    if not all(os.path.isfile(p) for p in paths):
+    if not all(os.path.isfile(p) for p in fashion_mnist_files(split)):
         pytest.skip("Fashion-MNIST IDX files not installed (apt-get install -y dataset-fashion-mnist)")
-    return _read_idx(*paths)
+    return read_fashion_mnist(split)
 
 
 def test_composites_are_real_items_of_their_classes():

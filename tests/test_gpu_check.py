@@ -1,6 +1,6 @@
 """The prepared GPU check (recipes/gpu_check.py) at smoke size on CPU, and the mixed-precision paths a
 CPU can run: bf16 autocast untraining steps, the adapter's forward under bf16, helpers of
-hf_unlearn.benchmarking."""
+hf_unlearn.benchmark (timing, models, images)."""
 
 import json
 import os
@@ -12,8 +12,12 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.benchmarking import (DictBatches, PeakMemory, StepTimer, fresh_accelerator, image_stream,
-                                     read_fashion_mnist, real_size_models, smoke_models, time_interleaved)
+from hf_unlearn.benchmark.gpu import check as gpu_check
+from hf_unlearn.benchmark.gpu.settings import SMOKE
+from hf_unlearn.benchmark.images import image_stream, read_fashion_mnist
+from hf_unlearn.benchmark.models import model_builders
+from hf_unlearn.benchmark.timing import PeakMemory, StepTimer, fresh_accelerator, time_forward, time_interleaved
+from hf_unlearn.data.tensors import TensorDictDataset, collate_batches
 from hf_unlearn.training.untrain import UntrainingArguments, untrain
 from hf_unlearn.tuners.weight_filter import WeightFilterLayer
 from hf_unlearn.tuners.weight_filter.selection import selection_on
@@ -92,17 +96,12 @@ def test_gpu_check_smoke_runs_every_part_on_cpu(tmp_path):
 
 
 def test_gpu_check_refuses_unknown_options(tmp_path):
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(REPO / "recipes"))
     with pytest.raises(SystemExit, match="unknown values.*fp8"):
         gpu_check.parse(["--precisions", "fp8", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="step_images"):
         gpu_check.parse(["--smoke", "--step_images", "2", "--output_dir", str(tmp_path)])
     args = gpu_check.parse(["--smoke", "--inference_batch_sizes", "1", "2"])
-    assert args.inference_batch_sizes == [1, 2] and args.timed_steps == gpu_check.SMOKE["timed_steps"]
+    assert args.inference_batch_sizes == [1, 2] and args.timed_steps == SMOKE["timed_steps"]
     assert not any(tmp_path.iterdir())  # a usage error writes nothing
 
 
@@ -113,8 +112,8 @@ def _loader(num_labels, batch=4, count=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
     pixels = torch.randn(count, 3, tiny_models.IMAGE_SIZE, tiny_models.IMAGE_SIZE, generator=gen)
     labels = torch.randint(0, num_labels, (count,), generator=gen)
-    return torch.utils.data.DataLoader(DictBatches(pixels, labels), batch_size=batch, shuffle=True,
-                                       collate_fn=DictBatches.collate, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(TensorDictDataset(pixels, labels), batch_size=batch, shuffle=True,
+                                       collate_fn=collate_batches, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("kind", ["vit", "convnext", "resnet"])
@@ -217,17 +216,21 @@ def test_timers_and_memory_on_cpu():
     with PeakMemory("cpu") as mem:
         torch.zeros(10)
     assert mem.to_dict() == {"peak_mb": None, "added_mb": None}  # no GPU memory to report on CPU
-    with pytest.raises(ValueError, match="3 images but 2 labels"):
-        DictBatches(torch.zeros(3, 1), torch.zeros(2))
+    variants = {"a": lambda x: count("a"), "b": lambda x: count("b")}
+    latency = time_forward(variants, torch.zeros(1), repeats=2, warmup=1)
+    assert calls == {"a": 8, "b": 8} and set(latency) == {"a", "b"} and all(v >= 0 for v in latency.values())
 
 
 def test_real_size_configs_are_the_published_models():
     """Parameter counts of google/vit-base-patch16-224, facebook/convnext-tiny-224 and microsoft/resnet-50
     (1000 classes), built on the meta device (nothing allocated)."""
     with torch.device("meta"):
-        counts = {name: sum(p.numel() for p in build().parameters()) for name, build in real_size_models(1000).items()}
+        counts = {name: sum(p.numel() for p in build().parameters())
+                  for name, build in model_builders("full", 1000).items()}
     assert counts == {"vit-b16": 86_567_656, "convnext-t": 28_589_128, "resnet-50": 25_557_032}
-    smoke = smoke_models(100)
+    with pytest.raises(ValueError, match="size must be one of"):
+        model_builders("huge")
+    smoke = model_builders("smoke", 100)
     assert set(smoke) == set(counts)
     for name, build in smoke.items():  # the smoke stand-ins get filters in the same kinds of layers
         adapter = UnlearnAdapter.attach(build())
@@ -237,7 +240,7 @@ def test_real_size_configs_are_the_published_models():
 def test_image_stream_without_datasets_reads_the_idx_files(monkeypatch, tmp_path):
     """With a 100-class built-in declared but `datasets` missing (the GPU machine), the stream falls back
     to Fashion-MNIST's IDX files and says why."""
-    import hf_unlearn.data.loading as hf_data
+    import hf_unlearn.data.builtin as hf_data
 
     monkeypatch.setattr(hf_data, "BUILTIN_DATASETS", tuple(hf_data.BUILTIN_DATASETS) + ("fashion_mnist_100",))
     monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` now raises ImportError

@@ -15,25 +15,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hf_unlearn.evaluation import (
-    accuracy_matrix,
-    class_counts,
-    few_shot_probe_accuracy,
-    linear_probe_accuracy,
-    metric_path,
-    mia_efficacy,
-    per_class_accuracy,
-    plot_accuracy_matrix,
-    plot_filter_sparsity,
-    plot_forget_retain,
-    sample_retain_pairs,
-    sampled_retain_estimate,
-    set_accuracy,
-    summarize_matrix,
-    true_label_confidence,
-    write_report,
-    zrf_score,
-)
+from hf_unlearn.evaluation import metric_path
+from hf_unlearn.evaluation.metrics import accuracy_matrix, class_counts, per_class_accuracy, set_accuracy, summarize_matrix
+from hf_unlearn.evaluation.plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain
+from hf_unlearn.evaluation.privacy import mia_efficacy, true_label_confidence, zrf_score
+from hf_unlearn.evaluation.probes import few_shot_probe_accuracy, linear_probe_accuracy
+from hf_unlearn.evaluation.report import write_report
+from hf_unlearn.evaluation.sampled import sample_retain_pairs, sampled_retain_estimate
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -303,34 +303,34 @@ def test_two_rank_evaluation_with_uneven_batches_sees_every_sample_once(tmp_path
 
 
 def _job(base_dir, out, **extra):
-    from hf_unlearn.training.job import resolve_args
+    from hf_unlearn.training.job import untraining_job_arguments
 
     options = dict(base_model=str(base_dir), dataset="digits", output_dir=str(out), max_train_samples=128,
                    batch_size=32, max_steps=2, eval_split="", no_progress=True, num_threads=1)
     options.update(extra)
-    return resolve_args(**options)
+    return untraining_job_arguments(**options)
 
 
 def test_train_refuses_a_folder_holding_another_run_and_leaves_it_untouched(digits_base, tmp_path):
-    from hf_unlearn.training.job import run
+    from hf_unlearn.training.job import run_untraining
 
     base_dir, _ = digits_base
     out = tmp_path / "wf"
-    run(_job(base_dir, out, checkpoint_every=1))
+    run_untraining(*_job(base_dir, out, checkpoint_every=1))
     recipe = (out / "untraining_config.yaml").read_text()
     weights = (out / "adapter_model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match=r"holds another run.*--resume latest.*--overwrite_output_dir"):
-        run(_job(base_dir, out, learning_rate=0.5))
+        run_untraining(*_job(base_dir, out, learning_rate=0.5))
     # 3: a failed start (missing base model) does not rewrite the good adapter's recipe
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        run(_job(tmp_path / "nope", out, overwrite_output_dir=True))
+        run_untraining(*_job(tmp_path / "nope", out, overwrite_output_dir=True))
     # a resume with another configuration is refused before anything is written
     with pytest.raises(ValueError, match="another configuration"):
-        run(_job(base_dir, out, learning_rate=0.5, resume="latest"))
+        run_untraining(*_job(base_dir, out, learning_rate=0.5, resume="latest"))
     assert (out / "untraining_config.yaml").read_text() == recipe
     assert (out / "adapter_model.safetensors").read_bytes() == weights
     # --overwrite_output_dir starts afresh: the old run's checkpoints are gone, the recipe is the new one
-    run(_job(base_dir, out, learning_rate=0.5, overwrite_output_dir=True))
+    run_untraining(*_job(base_dir, out, learning_rate=0.5, overwrite_output_dir=True))
     assert not (out / "checkpoints").exists()
     assert "learning_rate: 0.5" in (out / "untraining_config.yaml").read_text()
     # the recorded base model is absolute (loadable from any working directory)
@@ -341,43 +341,43 @@ def test_train_refuses_a_folder_holding_another_run_and_leaves_it_untouched(digi
 
 
 def test_resume_falls_back_past_a_torn_checkpoint(tmp_path):
-    from hf_unlearn.training.untrain import _find_checkpoint
+    from hf_unlearn.training.checkpoint import find_checkpoint
 
     for step in (1, 2, 3):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "progress.json").write_text(json.dumps({"completed_steps": step}))
     (tmp_path / "checkpoint-3" / "progress.json").write_text("")  # killed while writing (before: a crash)
     (tmp_path / "checkpoint-2" / "progress.json").write_text('{"completed_')
-    assert _find_checkpoint(str(tmp_path), "latest").name == "checkpoint-1"
+    assert find_checkpoint(str(tmp_path), "latest").name == "checkpoint-1"
 
 
 def test_output_dir_equal_to_the_base_model_folder_is_refused(digits_base):
-    from hf_unlearn.training.job import run
+    from hf_unlearn.training.job import run_untraining
 
     base_dir, _ = digits_base
     before = sorted(p.name for p in Path(base_dir).iterdir())
     with pytest.raises(ValueError, match="is the base model's folder"):
-        run(_job(base_dir, base_dir))
+        run_untraining(*_job(base_dir, base_dir))
     assert sorted(p.name for p in Path(base_dir).iterdir()) == before
 
 
 def test_the_adapter_is_saved_before_the_evaluation(digits_base, tmp_path, monkeypatch):
-    import hf_unlearn.evaluation.predict as runner
-    from hf_unlearn.training.job import run
+    import hf_unlearn.training.job as job
+    from hf_unlearn.training.job import run_untraining
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation died")
 
-    monkeypatch.setattr(runner, "evaluate_rows", broken)
+    monkeypatch.setattr(job, "evaluate_rows", broken)  # the job's own reference to the prediction engine
     base_dir, _ = digits_base
     with pytest.raises(RuntimeError, match="evaluation died"):
-        run(_job(base_dir, tmp_path / "wf", eval_split="test", max_eval_samples=64))
+        run_untraining(*_job(base_dir, tmp_path / "wf", eval_split="test", max_eval_samples=64))
     assert UnlearnAdapter.from_pretrained(tmp_path / "wf").num_classes == 10
 
 
 @pytest.mark.parametrize("bad", [["--epochs", "-1"], ["--epochs", "0"], ["--batch_size", "0"]])
 def test_nonsense_numbers_are_usage_errors(tmp_path, capsys, bad):
-    from hf_unlearn.training.job import main
+    from hf_unlearn.commands.train import main
 
     out = tmp_path / "wf"
     with pytest.raises(SystemExit):
@@ -387,15 +387,17 @@ def test_nonsense_numbers_are_usage_errors(tmp_path, capsys, bad):
 
 
 def test_train_options_cannot_be_abbreviated(tmp_path, capsys):
-    from hf_unlearn.training.job import main
+    from hf_unlearn.commands.train import main
 
     with pytest.raises(SystemExit):
         main(["--base_model", str(tmp_path), "--output_dir", str(tmp_path / "wf"), "--learning", "5"])
-    assert "unrecognized arguments: --learning" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and "'--learning'" in err  # named as an option nobody reads, not as --learning_rate
 
 
 def test_a_class_without_training_rows_is_warned_about():
-    from hf_unlearn.data.loading import class_subset, load_image_dataset
+    from hf_unlearn.data.loaders import class_subset
+    from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.training.job import classes_without_rows
 
     data = class_subset(load_image_dataset("digits", split="train"), [3], keep=False)
@@ -451,7 +453,7 @@ def test_readme_two_process_command_evaluates_an_uneven_split(digits_base, tmp_p
     assert done.returncode == 0, done.stderr[-4000:]
     metrics = json.loads((out / "untraining_metrics.json").read_text())
     assert metrics["num_processes"] == 2
-    assert metrics["evaluation"]["n_samples"] == n_eval
+    assert metrics["settings"]["n_test"] == n_eval
     assert UnlearnAdapter.from_pretrained(out).num_classes == 10
 
 
@@ -480,12 +482,13 @@ def test_the_class_names_hint_says_what_to_do_on_the_command_line(tmp_path):
 
 
 def test_an_empty_training_split_is_a_clear_error(digits_base, tmp_path):
-    from hf_unlearn.data.loading import class_subset, load_image_dataset
-    from hf_unlearn.training.job import run
+    from hf_unlearn.data.loaders import class_subset
+    from hf_unlearn.data.loading import load_image_dataset
+    from hf_unlearn.training.job import run_untraining
 
     empty = class_subset(load_image_dataset("digits", split="train"), list(range(10)), keep=False)
     empty.dataset.save_to_disk(str(tmp_path / "empty" / "train"))
     base_dir, _ = digits_base
     with pytest.raises(ValueError, match="holds no rows"):
-        run(_job(base_dir, tmp_path / "wf", dataset=str(tmp_path / "empty" / "train"), max_train_samples=None))
+        run_untraining(*_job(base_dir, tmp_path / "wf", dataset=str(tmp_path / "empty" / "train"), max_train_samples=None))
     assert not (tmp_path / "wf" / "untraining_config.yaml").exists()

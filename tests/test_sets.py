@@ -41,17 +41,17 @@ def test_set_sizes_match_the_per_set_evaluation():
 
 
 def test_job_reports_set_sizes_and_refuses_a_set_too_large(digits_base, tmp_path):
-    from hf_unlearn.training.job import resolve_args, run
+    from hf_unlearn.training.job import run_untraining, untraining_job_arguments
 
     base_dir, _ = digits_base
     common = dict(base_model=str(base_dir), dataset="digits", batch_size=64, no_progress=True, max_steps=4,
                   eval_pairs=0, num_threads=1)
     with pytest.raises(ValueError, match="impossible with 10 classes"):
-        run(resolve_args(**common, output_dir=str(tmp_path / "bad"), eval_set_sizes=[3, 11]))
+        run_untraining(*untraining_job_arguments(**common, output_dir=str(tmp_path / "bad"), eval_set_sizes=[3, 11]))
     assert not (tmp_path / "bad" / "adapter_model.safetensors").exists()
-    metrics = run(resolve_args(**common, output_dir=str(tmp_path / "ok"), eval_set_sizes=[2, 5],
+    metrics = run_untraining(*untraining_job_arguments(**common, output_dir=str(tmp_path / "ok"), eval_set_sizes=[2, 5],
                                eval_sets_per_size=3))
-    by_size = metrics["evaluation"]["set_sizes"]["by_size"]
+    by_size = metrics["set_sizes"]["by_size"]
     assert set(by_size) == {"2", "5"} and by_size["5"]["n_sets"] == 3
     # the evaluation suite's set-size mode on the saved adapter: sets.json/sets.md, no full report
     from hf_unlearn.commands.evaluate import main

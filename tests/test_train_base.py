@@ -10,7 +10,8 @@ import yaml
 import datasets
 
 from ddp import launch_two_ranks
-from hf_unlearn.training.base import CONFIG_FILENAME, METRICS_FILENAME, parse_args, resolve_args, train_base
+from hf_unlearn.commands.train_base import TrainBaseArguments, parse_train_base_args
+from hf_unlearn.training.base import CONFIG_FILENAME, METRICS_FILENAME, resolve_arguments, train_base
 from hf_unlearn.presets import MICRO_PRESETS, PRESETS, build_preset, preset_config, tiny_preset
 
 DIGITS = {i: str(i) for i in range(10)}
@@ -85,13 +86,14 @@ def test_unknown_preset_lists_valid_names():
 def test_train_base_on_digits_saves_a_reloadable_model(tmp_path):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from hf_unlearn.data.loading import build_dataloader, load_image_dataset
+    from hf_unlearn.data.loaders import build_dataloader
+    from hf_unlearn.data.loading import load_image_dataset
 
     out = tmp_path / "base-digits"
-    metrics = train_base({
-        "preset": "resnet-micro", "dataset": "digits", "epochs": 2, "batch_size": 32, "learning_rate": 1e-2,
-        "seed": 0, "output_dir": str(out), **FAST,
-    })
+    metrics = train_base(TrainBaseArguments(
+        preset="resnet-micro", dataset="digits", epochs=2, batch_size=32, learning_rate=1e-2, seed=0,
+        output_dir=str(out), **FAST,
+    ))
     assert metrics["test_accuracy"] > 0.5  # chance is 0.1; ~0.9 with this seed
     on_disk = json.loads((out / METRICS_FILENAME).read_text())
     assert on_disk["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
@@ -134,11 +136,10 @@ def test_fine_tune_a_hub_checkpoint_from_the_cache(tmp_path, hf_offline):
     lay_out_hub_cache(hf_offline, "test-org/tiny-rgb-resnet", folder)
 
     out = tmp_path / "fine-tuned"
-    metrics = train_base({
-        "model_name_or_path": "test-org/tiny-rgb-resnet", "dataset": "digits", "epochs": 1, "batch_size": 32,
-        "learning_rate": 1e-2, "max_train_samples": 300, "max_eval_samples": 100, "output_dir": str(out),
-        **FAST,
-    })
+    metrics = train_base(TrainBaseArguments(
+        model_name_or_path="test-org/tiny-rgb-resnet", dataset="digits", epochs=1, batch_size=32,
+        learning_rate=1e-2, max_train_samples=300, max_eval_samples=100, output_dir=str(out), **FAST,
+    ))
     assert metrics["num_train_examples"] == 300 and metrics["num_eval_examples"] == 100
     assert metrics["model_name_or_path"] == "test-org/tiny-rgb-resnet" and metrics["preset"] is None
     model = AutoModelForImageClassification.from_pretrained(str(out))
@@ -153,36 +154,93 @@ def test_config_file_prefills_and_flags_win(tmp_path):
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump({"preset": "resnet-tiny", "epochs": 3, "batch_size": 64,
                                     "output_dir": str(tmp_path / "o")}))
-    args = parse_args(["--config", str(path), "--epochs", "5"])
+    args = parse_train_base_args(["--config", str(path), "--epochs", "5"])
     assert (args.preset, args.epochs, args.batch_size, args.output_dir) == ("resnet-tiny", 5, 64, str(tmp_path / "o"))
     assert args.learning_rate == 2e-3  # preset default
-    swapped = parse_args(["--config", str(path), "--model_name_or_path", "google/vit-base-patch16-224"])
+    swapped = parse_train_base_args(["--config", str(path), "--model_name_or_path", "google/vit-base-patch16-224"])
     assert swapped.preset is None and swapped.learning_rate == 5e-5
+    for spelling in ("--model_name_or_path=x", "--model-name-or-path=x"):
+        swapped = parse_train_base_args(["--config", str(path), spelling])
+        assert swapped.preset is None and swapped.model_name_or_path == "x", spelling
+    with pytest.raises(SystemExit):  # both given as flags: nothing to replace, a usage error
+        parse_train_base_args(["--preset", "resnet-tiny", "--model_name_or_path", "x", "--output_dir", "o"])
     path.write_text(yaml.safe_dump({"preset": "resnet-tiny", "epoch": 3}))
     with pytest.raises(SystemExit):
-        parse_args(["--config", str(path), "--output_dir", "o"])
+        parse_train_base_args(["--config", str(path), "--output_dir", "o"])
 
 
-def test_resolve_args_checks():
+def test_resolve_arguments_checks():
     with pytest.raises(ValueError, match="exactly one"):
-        resolve_args({"output_dir": "o"})
+        resolve_arguments(TrainBaseArguments(output_dir="o"))
     with pytest.raises(ValueError, match="exactly one"):
-        resolve_args({"preset": "resnet-tiny", "model_name_or_path": "x", "output_dir": "o"})
+        resolve_arguments(TrainBaseArguments(preset="resnet-tiny", model_name_or_path="x", output_dir="o"))
     with pytest.raises(ValueError, match="output_dir"):
-        resolve_args({"preset": "resnet-tiny"})
-    with pytest.raises(ValueError, match="unknown options"):
-        resolve_args({"preset": "resnet-tiny", "output_dir": "o", "epoch": 1})
+        resolve_arguments(TrainBaseArguments(preset="resnet-tiny"))
+    with pytest.raises(ValueError, match="apply to presets"):
+        resolve_arguments(TrainBaseArguments(model_name_or_path="x", image_size=32, output_dir="o"))
+    with pytest.raises(ValueError, match="lr_scheduler 'cosin'"):
+        resolve_arguments(TrainBaseArguments(preset="resnet-tiny", lr_scheduler="cosin", output_dir="o"))
+    with pytest.raises(TypeError, match="epoch"):
+        TrainBaseArguments(preset="resnet-tiny", output_dir="o", epoch=1)
+    with pytest.raises(TypeError, match="takes TrainBaseArguments"):
+        train_base({"preset": "resnet-tiny", "output_dir": "o"})
+    given = TrainBaseArguments(preset="resnet-tiny", output_dir="o")
+    assert resolve_arguments(given).learning_rate == 2e-3 and given.learning_rate is None  # a copy is resolved
+
+
+def test_retrain_command_reads_the_base_recipe_then_config_then_flags(tmp_path):
+    """hf-unlearn retrain: --base_dir's saved recipe < --config < flags; a flag naming the model replaces
+    the other alternative from the recipe; bad requests are usage errors (nothing is trained here)."""
+    import dataclasses
+
+    from hf_unlearn.baselines.retrain import recipe_options
+    from hf_unlearn.commands.retrain import parse_retrain_args
+    from hf_unlearn.training.retrain import load_base_recipe
+
+    base = tmp_path / "base"
+    base.mkdir()
+    recipe = TrainBaseArguments(preset="resnet-micro", dataset="digits", epochs=15, seed=0, learning_rate=0.01,
+                                output_dir=str(base))
+    (base / CONFIG_FILENAME).write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=True))
+    loaded = load_base_recipe(base)
+    assert loaded == dataclasses.replace(recipe, output_dir=None)  # never the base's own folder
+
+    config = tmp_path / "rt.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 3, "batch_size": 16}))
+    options, job = parse_retrain_args(["--base_dir", str(base), "--config", str(config), "--classes", "3", "Five",
+                                       "--batch_size", "8", "--output_dir", str(tmp_path / "rt")])
+    assert (options.preset, options.seed, options.learning_rate) == ("resnet-micro", 0, 0.01)  # the recipe
+    assert (options.epochs, options.batch_size, options.output_dir) == (3, 8, str(tmp_path / "rt"))
+    assert (job.classes, job.together, job.skip_existing) == (["3", "Five"], False, False)
+    options, _ = parse_retrain_args(["--base_dir", str(base), "--classes", "all", "--model_name_or_path", "x",
+                                     "--output_dir", "o"])
+    assert options.preset is None and options.model_name_or_path == "x"
+    for bad in (["--classes", "3", "--output_dir", str(base)],  # would overwrite the base
+                ["--classes", "all", "--together", "--output_dir", "o"],  # nothing left to train on
+                ["--output_dir", "o"],  # no --classes
+                ["--classes", "3", "--output_dir", "o", "--epochs", "0"]):  # the recipe itself is checked too
+        with pytest.raises(SystemExit):
+            parse_retrain_args(["--base_dir", str(base), *bad])
+    with pytest.raises(SystemExit):  # no saved recipe there
+        parse_retrain_args(["--base_dir", str(tmp_path), "--classes", "3", "--output_dir", "o"])
+
+    # the retrain baseline takes the same recipe as a dataclass, overrides checked by name
+    options = recipe_options(str(base), str(tmp_path / "out"), {"num_threads": 1, "epochs": 2})
+    assert (options.epochs, options.num_threads, options.no_progress, options.seed) == (2, 1, True, 0)
+    with pytest.raises(ValueError, match=r"\['epoch'\] are not train_base options"):
+        recipe_options(str(base), str(tmp_path / "out"), {"epoch": 2})
 
 
 # -- DDP: two gloo ranks on CPU (tests/ddp.py), launched once for the module ------------------------
 
 
 def _ddp_worker(out_dir):
-    """Runs in each rank: 1) the loaders of hf_unlearn.data.loading through accelerator.prepare, recording what
+    """Runs in each rank: 1) the loaders of hf_unlearn.data.loaders through accelerator.prepare, recording what
     every rank saw; 2) train_base under DDP."""
     from accelerate import Accelerator
 
-    from hf_unlearn.data.loading import build_dataloader, load_image_dataset
+    from hf_unlearn.data.loaders import build_dataloader
+    from hf_unlearn.data.loading import load_image_dataset
     from hf_unlearn.presets import make_image_processor
 
     torch.set_num_threads(1)
@@ -202,8 +260,8 @@ def _ddp_worker(out_dir):
         if accelerator.is_main_process:
             torch.save({"rows": torch.cat(seen), "counts": counts}, os.path.join(out_dir, f"seen-{streaming}.pt"))
     accelerator.wait_for_everyone()
-    train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 1, "batch_size": 32,
-                "learning_rate": 1e-2, "cpu": True, "output_dir": os.path.join(out_dir, "model"), **FAST})
+    train_base(TrainBaseArguments(preset="resnet-micro", dataset="digits", epochs=1, batch_size=32,
+                                  learning_rate=1e-2, cpu=True, output_dir=os.path.join(out_dir, "model"), **FAST))
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +278,8 @@ def ddp_run(tmp_path_factory):
 @pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
 def test_ddp_loaders_see_every_example_exactly_once(ddp_run, streaming):
     """accelerate shards both loaders over 2 ranks: nothing lost, nothing doubled (no double sharding)."""
-    from hf_unlearn.data.loading import load_image_dataset, to_tensor_dataset
+    from hf_unlearn.data.loading import load_image_dataset
+    from hf_unlearn.data.transforms import to_tensor_dataset
     from hf_unlearn.presets import make_image_processor
 
     data = load_image_dataset("digits", split="test")
@@ -252,7 +311,7 @@ def test_train_base_streaming_from_a_config_file(tmp_path):
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump({"preset": "resnet-micro", "dataset": "digits", "epochs": 2, "batch_size": 32,
                                     "learning_rate": 0.01, "streaming": True, "num_threads": 1}))
-    args = parse_args(["--config", str(path), "--output_dir", str(tmp_path / "out"), "--no_progress"])
+    args = parse_train_base_args(["--config", str(path), "--output_dir", str(tmp_path / "out"), "--no_progress"])
     metrics = train_base(args)
     assert metrics["num_train_examples"] == 1437 and metrics["num_eval_examples"] == 360
     assert metrics["test_accuracy"] > 0.5

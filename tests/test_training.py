@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.training.untrain import (UntrainingArguments, masked_teacher_log_probs, sample_forget_sets, untrain,
-                                 untraining_loss)
+from hf_unlearn.training.objective import masked_teacher_log_probs, sample_forget_sets, untraining_loss
+from hf_unlearn.training.untrain import UntrainingArguments, make_scheduler, untrain
 from ddp import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +79,68 @@ def test_boundary_forget_term_targets_the_base_nearest_other_class():
         untrain(None, [], UntrainingArguments(forget_loss="negative"))
 
 
+@pytest.mark.parametrize("name", ["constant", "cosine", "linear"])
+def test_transformers_schedule_gives_the_per_step_rates_of_the_former_hand_written_one(name):
+    """make_scheduler is transformers' get_scheduler: without warm-up (every shipped config, the default)
+    each step's rate equals the formula the loop used before (LambdaLR on ``factor(step)``)."""
+    import math
+
+    def former(step, total):  # the hand-written schedule this replaced (warmup_steps=0)
+        progress = min(1.0, step / max(1, total))
+        return {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * progress)), "linear": 1.0 - progress}[name]
+
+    total = 37
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scheduler = make_scheduler(optimizer, UntrainingArguments(lr_scheduler=name), total, 0)
+    for step in range(total):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * former(step, total), rel=1e-12, abs=1e-15), step
+        optimizer.step()
+        scheduler.step()
+    with pytest.raises(ValueError, match="Unknown lr_scheduler"):
+        make_scheduler(optimizer, UntrainingArguments(lr_scheduler="step"), total, 0)
+
+
+def test_warmup_ramps_like_transformers():
+    """With warm-up the rate is transformers' ramp ``step / warmup`` (the former hand-written ramp was
+    one step ahead, ``(step + 1) / warmup``; no shipped config uses warm-up), then the schedule."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_scheduler(optimizer, UntrainingArguments(lr_scheduler="constant", warmup_steps=4), 10, 4)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_on_step_sees_every_optimiser_step_and_can_stop_the_process_there():
+    """on_step(step, accelerator) runs after each optimiser step, after its checkpoint: the hook a test
+    (or a user's logger) uses; raising from it ends the round right there."""
+    from tiny_models import build
+
+    pixels, labels = _indexed_batches(40)
+    loader = torch.utils.data.DataLoader([{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)],
+                                         batch_size=8)
+    seen = []
+    untrain(UnlearnAdapter.attach(build("resnet")), loader, UntrainingArguments(epochs=2, progress=False),
+            on_step=lambda step, accelerator: seen.append(step))
+    assert seen == list(range(1, 11))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(step, accelerator):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        untrain(UnlearnAdapter.attach(build("resnet")), loader, UntrainingArguments(epochs=2, progress=False),
+                on_step=stop_at_3)
+
+
 def test_unknown_objective_is_a_usage_error_before_anything_is_written(tmp_path, capsys):
-    from hf_unlearn.training.job import main
+    from hf_unlearn.commands.train import main
 
     out = tmp_path / "wf"
     with pytest.raises(SystemExit):
@@ -91,13 +151,14 @@ def test_unknown_objective_is_a_usage_error_before_anything_is_written(tmp_path,
 
 def test_untraining_forgets_every_class_on_digits(digits_base, tmp_path):
     """The recipe's job end to end on real data: every row forgets its class, the rest survives."""
-    from hf_unlearn.training.job import resolve_args, run
+    from hf_unlearn.training.job import run_untraining, untraining_job_arguments
 
     base_dir, base_metrics = digits_base
     assert base_metrics["test_accuracy"] > 0.88
-    metrics = run(resolve_args(base_model=str(base_dir), dataset="digits", output_dir=str(tmp_path / "wf"),
-                               epochs=5.0, batch_size=64, no_progress=True))
-    ev = metrics["evaluation"]
+    metrics = run_untraining(*untraining_job_arguments(
+        base_model=str(base_dir), dataset="digits", output_dir=str(tmp_path / "wf"), epochs=5.0, batch_size=64,
+        no_progress=True))
+    ev = metrics["accuracy"]  # the evaluation suite's report format
     assert ev["mean_forget_acc"] <= 10.0, ev
     assert ev["mean_retain_drop"] <= 4.0, ev
     # every row takes its own class far below the base model's accuracy on it (~90%)
@@ -170,10 +231,10 @@ def test_two_gloo_processes_share_filters_and_see_each_example_once(tmp_path, st
         assert everything == list(range(n)), f"epoch {epoch}: examples lost or repeated"
 
 
-def _launch(args, env, processes=2):
+def _launch(args, env, processes=2, script=(str(REPO / "recipes" / "train.py"),)):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), str(REPO / "recipes" / "train.py"), "--cpu", *args]
+           "--main_process_port", str(free_port()), *script, "--cpu", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -191,8 +252,8 @@ def test_killed_two_process_run_resumes_to_the_same_filters(digits_base, tmp_pat
     whole = _launch(common + ["--output_dir", str(tmp_path / "whole")], env)
     assert whole.returncode == 0, whole.stderr[-3000:]
     # 512 examples / (32 x 2 ranks) = 8 steps per epoch, 16 in all: die at 11, after the checkpoint at 10
-    killed = _launch(common + ["--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "5",
-                               "--crash_after_step", "11"], env)
+    killed = _launch(common + ["--output_dir", str(tmp_path / "resumed"), "--checkpoint_every", "5"], env,
+                     script=(str(REPO / "tests" / "crash_after_step.py"), "11"))
     assert killed.returncode != 0
     assert not (tmp_path / "resumed" / "adapter_model.safetensors").exists()
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-10").is_dir()
@@ -214,7 +275,7 @@ def test_killed_two_process_run_resumes_to_the_same_filters(digits_base, tmp_pat
 def test_nearest_centroid_targets_and_feature_term_known_answer():
     """feature_loss='centroid': a forget pair's target is the base's batch centroid of its nearest other
     class; features already there cost 0, features orthogonal to it cost 1, pairs with no centroid skip."""
-    from hf_unlearn.training.untrain import feature_forget_loss, nearest_centroid_targets
+    from hf_unlearn.training.objective import feature_forget_loss, nearest_centroid_targets
 
     base = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 4.0], [3.0, 3.0]])
     labels = torch.tensor([0, 1, 1, 2])
@@ -244,7 +305,7 @@ def test_nearest_centroid_targets_and_feature_term_known_answer():
 def test_prototype_term_wants_the_forget_feature_nearer_the_target_than_its_own_class():
     """feature_loss='prototype': CE over cosine similarities to the batch centroids, label = the nearest
     other class; a feature on its own class's centroid costs much more than one on the target's."""
-    from hf_unlearn.training.untrain import batch_centroids, prototype_forget_loss
+    from hf_unlearn.training.objective import batch_centroids, prototype_forget_loss
 
     base = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     centroids, present = batch_centroids(base, torch.tensor([0, 1, 1]), 4)
@@ -269,7 +330,7 @@ def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
     from tiny_models import build
 
     from hf_unlearn.modeling import penultimate_features
-    from hf_unlearn.training.untrain import feature_forget_loss, nearest_centroid_targets
+    from hf_unlearn.training.objective import feature_forget_loss, nearest_centroid_targets
 
     torch.manual_seed(0)
     pixels, labels = torch.randn(64, 3, 8, 8), torch.arange(64) % 4
@@ -291,3 +352,18 @@ def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
     assert "feature" in summary["history"][-1]
     after = distance()
     assert before > 0 and after < 0.7 * before, (before, after)
+
+
+def test_the_written_recipe_reproduces_the_options_through_config(tmp_path):
+    """`hf-unlearn train --config untraining_config.yaml` (the reproduce command on every card) parses
+    back into exactly the options the job ran with."""
+    from hf_unlearn.commands.train import parse_train_arguments
+    from hf_unlearn.training.job import job_options, untraining_job_arguments, write_recipe
+
+    args = untraining_job_arguments(base_model="runs/base", output_dir="runs/wf", dataset="digits", epochs=2.0,
+                                    eval_set_sizes=[2, 3], target_modules=["conv"], balance_forget=False,
+                                    eval_split="", no_progress=True, forget_loss="boundary")
+    write_recipe(job_options(*args), tmp_path)
+    assert parse_train_arguments(["--config", str(tmp_path / "untraining_config.yaml")]) == args
+    with pytest.raises(ValueError, match=r"unknown options \['learning'\]"):
+        untraining_job_arguments(base_model="b", output_dir="o", learning=0.1)

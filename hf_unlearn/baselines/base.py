@@ -3,7 +3,7 @@
 A peer method (a *baseline*) takes a trained transformers image classifier and the class(es) to
 forget, and returns a NEW plain transformers classifier (a deep copy; the input is never touched)
 that has forgotten them, with ``config.unlearned_class_ids`` / ``config.unlearned_classes`` set the
-way ``UnlearnAdapter.export`` sets them, so :func:`hf_unlearn.evaluation.evaluate_unlearning` reads
+way ``UnlearnAdapter.export`` sets them, so :func:`hf_unlearn.evaluation.suite.evaluate_unlearning` reads
 the forgotten classes from the model itself.
 
 ```py
@@ -13,7 +13,7 @@ the forgotten classes from the model itself.
 ([3], 12.3, 0.01)
 ```
 
-Loaders are ordinary DataLoaders yielding ``{"pixel_values", "labels"}`` (``hf_unlearn.data.loading.
+Loaders are ordinary DataLoaders yielding ``{"pixel_values", "labels"}`` (``hf_unlearn.data.loaders.
 build_dataloader`` over ``class_subset(train, classes, keep=False)`` and ``keep=True``, or
 :func:`tensor_loaders` over preprocessed tensors). ``seconds`` is the wall time of the unlearning
 itself (everything the method computes, mask/Fisher/SVD included; the deep copy excluded).
@@ -31,6 +31,10 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.tensors import TensorDictDataset, collate_batches
+from ..modeling import classifier_module
+from ..tuners.weight_filter.selection import resolve_class
+
 __all__ = [
     "UnlearnResult",
     "Unlearner",
@@ -40,7 +44,6 @@ __all__ = [
     "final_linear",
     "cycle",
     "tensor_loaders",
-    "TensorDictDataset",
     "random_other_labels",
 ]
 
@@ -67,9 +70,7 @@ class UnlearnResult:
 
 
 def resolve_forget_classes(model, classes: Any) -> list[int]:
-    """Class ids (sorted, unique) from ids or names, checked against the model's labels."""
-    from ..tuners.weight_filter.selection import resolve_class
-
+    """Class ids (sorted, unique) from ids or names (case-insensitive), checked against the model's labels."""
     config = model.config
     num = int(config.num_labels)
     label2id = {str(v): int(k) for k, v in (getattr(config, "id2label", None) or {}).items()}
@@ -103,8 +104,6 @@ def param_bytes(model, *, buffers: bool = False) -> int:
 
 def final_linear(model) -> torch.nn.Linear:
     """The ``Linear`` that produces the logits (inside ``classifier`` for ResNet's Sequential head)."""
-    from ..modeling import classifier_module
-
     head = classifier_module(model)
     if isinstance(head, torch.nn.Linear):
         return head
@@ -133,39 +132,10 @@ def random_other_labels(labels: torch.Tensor, num_classes: int, generator: torch
     return (labels + shift) % num_classes
 
 
-class TensorDictDataset(torch.utils.data.Dataset):
-    """Rows ``indices`` (default: all) of ``(pixel_values, labels)`` tensors as a dataset of
-    ``{"pixel_values", "labels"}`` dicts; batches are fetched with one indexing op, and the tensors
-    are shared, not copied."""
-
-    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor, indices: Optional[torch.Tensor] = None):
-        if len(pixel_values) != len(labels):
-            raise ValueError("pixel_values and labels differ in length")
-        self.pixel_values, self.labels = pixel_values, labels
-        self.indices = torch.arange(len(labels)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        i = self.indices[index]
-        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
-
-    def __getitems__(self, indices):
-        i = self.indices[torch.as_tensor(indices, dtype=torch.long)]
-        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
-
-
-def _collate(items):
-    if isinstance(items, dict):
-        return items
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
-
-
 def tensor_loaders(pixel_values: torch.Tensor, labels: torch.Tensor, forget_classes: Sequence[int], *,
                    batch_size: int = 128, seed: int = 0, forget_batch_size: Optional[int] = None):
     """``(retain_loader, forget_loader)``: shuffled, seeded DataLoaders over preprocessed tensors
-    (e.g. ``hf_unlearn.data.loading.to_tensor_dataset(...).tensors``), sharing them without copies."""
+    (e.g. ``hf_unlearn.data.transforms.to_tensor_dataset(...).tensors``), sharing them without copies."""
     mask = torch.isin(labels, torch.as_tensor(list(forget_classes), dtype=labels.dtype))
     out = []
     for keep, bs, offset in ((~mask, batch_size, 0), (mask, forget_batch_size or batch_size, 1)):
@@ -173,7 +143,7 @@ def tensor_loaders(pixel_values: torch.Tensor, labels: torch.Tensor, forget_clas
         if len(idx) == 0:
             raise ValueError("A retain or forget split is empty.")
         ds = TensorDictDataset(pixel_values, labels, idx)
-        out.append(torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, collate_fn=_collate,
+        out.append(torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, collate_fn=collate_batches,
                                                generator=torch.Generator().manual_seed(seed + offset)))
     return tuple(out)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Unlearner
+from .base import Unlearner, final_linear
 
 
 def _gather_samples(loader, n: int, classes=None) -> torch.Tensor:
@@ -58,8 +58,6 @@ def _gather_samples(loader, n: int, classes=None) -> torch.Tensor:
 
 
 def _layers(model, include_classifier: bool) -> dict:
-    from .base import final_linear
-
     head = final_linear(model)
     out = {}
     for name, m in model.named_modules():

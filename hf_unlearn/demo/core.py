@@ -9,7 +9,7 @@ dataset it was trained on, and answers what the app asks:
 - :meth:`~UnlearnDemo.accuracy`: per-class accuracy of both models on a small test sample, as rows
   for a bar chart, plus forget accuracy (FA) and retain accuracy (RA) of the chosen set;
 - :meth:`~UnlearnDemo.filter_map`: the filter map (``1 - alpha``) of the chosen rows and of their
-  product, drawn by :func:`hf_unlearn.explain.core.plot_filter_maps`;
+  product, drawn by :func:`hf_unlearn.explain.plots.plot_filter_maps`;
 - :meth:`~UnlearnDemo.export_zip` / :meth:`~UnlearnDemo.push`: ``UnlearnAdapter.export`` as a zip
   (with our model card) or pushed to the Hub with :func:`hf_unlearn.hub.core.push_exported`.
 
@@ -342,7 +342,7 @@ class UnlearnDemo:
         one more row: the set's own (``1 - prod(alpha)``, the rows multiplied as at inference)."""
         import numpy as np
 
-        from ..explain.core import filter_maps
+        from ..explain.filters import filter_maps
 
         ids = self.forget_ids(forget, allow_empty=False)
         if self._maps is None:
@@ -360,8 +360,8 @@ class UnlearnDemo:
 
     def filter_map(self, forget: Any, path: Union[str, os.PathLike, None] = None) -> Path:
         """A PNG of :meth:`filter_map_rows`, every filtered layer on one page, drawn by
-        :func:`hf_unlearn.explain.core.plot_filter_maps`. Returns the PNG's path."""
-        from ..explain.core import plot_filter_maps
+        :func:`hf_unlearn.explain.plots.plot_filter_maps`. Returns the PNG's path."""
+        from ..explain.plots import plot_filter_maps
 
         names, chosen = self.filter_map_rows(forget)
         folder = Path(tempfile.mkdtemp(prefix="filter-map-", dir=self.workdir))

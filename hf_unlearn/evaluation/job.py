@@ -24,7 +24,8 @@ import torch
 from accelerate import Accelerator
 
 from ..adapter import UnlearnAdapter
-from ..data.loading import build_dataloader, load_image_dataset, subsample
+from ..data.loaders import build_dataloader, subsample
+from ..data.loading import load_image_dataset
 from ..files import atomic_write_json, atomic_write_text
 from ..modeling import filter_sparsity
 from ..training.retrain import retrain_dirs_from_root

@@ -361,6 +361,6 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, *, name:
     out = Path(out_dir)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
     atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    # ``markdown``: another renderer of the same JSON-ready dict (e.g. hf_unlearn.explain.core's)
+    # ``markdown``: another renderer of the same JSON-ready dict (e.g. hf_unlearn.explain.report.markdown)
     atomic_write_text(md_path, (markdown or render_markdown)(data))
     return json_path, md_path

@@ -38,7 +38,8 @@ Example:
 ```py
 >>> from hf_unlearn import UnlearnAdapter
 >>> from hf_unlearn.data.loading import load_image_dataset
->>> from hf_unlearn.evaluation import evaluate_unlearning, write_report
+>>> from hf_unlearn.evaluation.report import write_report
+>>> from hf_unlearn.evaluation.suite import evaluate_unlearning
 >>> adapter = UnlearnAdapter.from_pretrained("runs/wf-resnet")
 >>> train = load_image_dataset("fashion_mnist", split="train")
 >>> test = load_image_dataset("fashion_mnist", split="test")
@@ -67,7 +68,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.loading import ImageClassificationData, build_dataloader, check_labels_match, check_processor_fits
+from ..data.loaders import build_dataloader
+from ..data.loading import ImageClassificationData, check_labels_match
+from ..data.transforms import check_processor_fits
 from ..data.tensors import collate_batches
 from ..modeling import filter_sparsity, load_classifier, random_reference_model
 from .definitions import format_definitions
@@ -112,7 +115,7 @@ def _labels_of(data, role: str) -> np.ndarray:
                         f"got {type(data).__name__}.")
     if data.streaming:
         raise ValueError(f"The {role} split {data.split!r} of {data.source!r} is streamed: evaluation needs a "
-                         "map-style split (streaming=False; subsample it with hf_unlearn.data.loading.subsample).")
+                         "map-style split (streaming=False; subsample it with hf_unlearn.data.loaders.subsample).")
     if len(data.dataset) == 0:
         raise ValueError(f"The {role} split {data.split!r} of {data.source!r} is empty: nothing to evaluate.")
     return np.asarray(data.dataset[data.label_column], dtype=np.int64)
@@ -336,7 +339,7 @@ def _settings(plan: EvaluationPlan, report: dict, labels: SplitLabels, train_spl
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate_unlearning(
+def evaluate_unlearning(  # house: long because its 22 keyword options are the public API; the body is calls
     target,
     data_train,
     data_test,

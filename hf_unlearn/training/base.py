@@ -1,11 +1,13 @@
 """Train (or fine-tune) the base image classifier that unlearning later starts from.
 
-The loop behind ``recipes/train_base.py``, importable so that tests and other recipes can call it:
+The loop behind ``hf-unlearn train-base`` / ``recipes/train_base.py``; its options are
+:class:`hf_unlearn.commands.train_base.TrainBaseArguments`, the same for the command line and Python:
 
 ```py
+>>> from hf_unlearn.commands.train_base import TrainBaseArguments
 >>> from hf_unlearn.training.base import train_base
->>> metrics = train_base({"preset": "resnet-micro", "dataset": "digits", "epochs": 2,
-...                       "output_dir": "runs/base-digits"})
+>>> metrics = train_base(TrainBaseArguments(preset="resnet-micro", dataset="digits", epochs=2,
+...                                         output_dir="runs/base-digits"))
 >>> metrics["test_accuracy"]
 0.9...
 ```
@@ -20,143 +22,62 @@ The output directory holds the model and image processor (``save_pretrained``, s
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import math
 import os
 import time
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional
 
-from ..run_utils import end_distributed, machine_info, package_versions, parse_with_config, write_yaml_config
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, AutoModelForImageClassification, get_scheduler
 
-__all__ = ["build_parser", "parse_args", "resolve_args", "train_base", "evaluate_accuracy", "main",
-           "CONFIG_FILENAME", "METRICS_FILENAME"]
+from ..data.loaders import build_dataloader, class_subset, num_batches, subsample
+from ..data.loading import check_labels_match, load_image_dataset
+from ..files import atomic_write_json, atomic_write_text
+from ..presets import DATASET_STATS, build_preset
+from ..run_utils import machine_info, package_versions
+
+if TYPE_CHECKING:  # the options live with the command, which imports this module
+    from ..commands.train_base import TrainBaseArguments
+
+__all__ = ["train_base", "resolve_arguments", "evaluate_accuracy", "CONFIG_FILENAME", "METRICS_FILENAME",
+           "SCHEDULERS"]
 
 CONFIG_FILENAME = "train_base_config.yaml"
 METRICS_FILENAME = "metrics.json"
 SCHEDULERS = ("cosine", "onecycle", "linear", "constant")
+PRESET_ONLY = ("image_size", "image_mean", "image_std", "num_channels")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        description="Train a base image classifier (a preset from scratch, or fine-tune a Hub/local checkpoint).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--config", default=None,
-                        help="YAML file whose keys pre-fill these options (command-line flags win)")
-    model = parser.add_argument_group("model (pass exactly one of --preset / --model_name_or_path)")
-    model.add_argument("--preset", default=None,
-                       help="preset trained from scratch, e.g. resnet-tiny, convnext-tiny28, vit-tiny28, resnet-micro")
-    model.add_argument("--model_name_or_path", default=None,
-                       help="Hub id or local directory of a checkpoint to fine-tune, e.g. google/vit-base-patch16-224")
-    model.add_argument("--model_revision", default=None, help="Hub revision of --model_name_or_path")
-    model.add_argument("--image_size", type=int, default=None, help="input size for a preset (default: its own)")
-    model.add_argument("--image_mean", type=float, nargs="+", default=None,
-                       help="normalisation mean for a preset (default: the dataset's, else Fashion-MNIST's)")
-    model.add_argument("--image_std", type=float, nargs="+", default=None, help="normalisation std for a preset")
-    model.add_argument("--num_channels", type=int, default=None, choices=(1, 3),
-                       help="input channels for a preset (default 3: grey images are converted to RGB, as transformers pipelines feed RGB)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="fashion_mnist",
-                      help="fashion_mnist, digits, a local imagefolder/parquet path, or a Hub dataset id")
-    data.add_argument("--dataset_revision", default=None)
-    data.add_argument("--train_split", default="train")
-    data.add_argument("--eval_split", default="test")
-    data.add_argument("--image_column", default=None, help="default: detected (the datasets.Image column)")
-    data.add_argument("--label_column", default=None, help="default: detected (the datasets.ClassLabel column)")
-    data.add_argument("--streaming", action="store_true", help="stream the dataset instead of loading it")
-    data.add_argument("--max_train_samples", type=int, default=None, help="random subset for quick runs")
-    data.add_argument("--max_eval_samples", type=int, default=None)
-    data.add_argument("--exclude_classes", type=int, nargs="+", default=None,
-                      help="train without these class ids; the model keeps every output (the retrain reference)")
-    data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=8)
-    train.add_argument("--batch_size", type=int, default=128, help="per process")
-    train.add_argument("--eval_batch_size", type=int, default=512)
-    train.add_argument("--learning_rate", type=float, default=None,
-                       help="peak learning rate (default: 2e-3 for a preset, 5e-5 for fine-tuning)")
-    train.add_argument("--weight_decay", type=float, default=0.05)
-    train.add_argument("--lr_scheduler", choices=SCHEDULERS, default="onecycle")
-    train.add_argument("--warmup_ratio", type=float, default=0.1, help="warm-up fraction (cosine, linear, onecycle)")
-    train.add_argument("--label_smoothing", type=float, default=0.0)
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="0 disables clipping")
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--num_threads", type=int, default=None,
-                       help="torch.set_num_threads (CPU). On a small machine shared with other jobs, 1 can be "
-                            "several times faster than one thread per core (threads then wait for each other)")
-    train.add_argument("--cpu", action="store_true", help="force CPU (also gives real gloo DDP on a CPU box)")
-    train.add_argument("--output_dir", default=None, help="where the model, metrics.json and config go (required)")
-    train.add_argument("--no_progress", action="store_true", help="disable the tqdm progress bars")
-    return parser
+def resolve_arguments(args: TrainBaseArguments) -> TrainBaseArguments:
+    """A checked copy of ``args`` with the default learning rate filled in (``ValueError`` if unusable).
 
+    Example::
 
-def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
-    """The options actually given on the command line (not defaults)."""
-    probe = argparse.ArgumentParser(allow_abbrev=False, add_help=False, argument_default=argparse.SUPPRESS)
-    for action in parser._actions:
-        if action.option_strings and not isinstance(action, argparse._HelpAction):
-            kwargs = {"dest": action.dest}
-            if isinstance(action, argparse._StoreTrueAction):
-                kwargs["action"] = "store_true"
-            else:
-                kwargs["nargs"] = action.nargs
-            probe.add_argument(*action.option_strings, **kwargs)
-    known, _ = probe.parse_known_args(argv)
-    return set(vars(known))
-
-
-
-
-def drop_replaced_alternative(values: dict, explicit: set) -> dict:
-    """--preset and --model_name_or_path are alternatives: the one given on the command line
-    replaces the other coming from a YAML file (or a base model's saved config)."""
-    if "preset" in explicit:
-        values.pop("model_name_or_path", None)
-    if "model_name_or_path" in explicit:
-        values.pop("preset", None)
-    return values
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse the command line; ``--config file.yaml`` pre-fills defaults, explicit flags win."""
-    parser = build_parser()
-    args = parse_with_config(
-        parser, argv, adjust=lambda values, given: drop_replaced_alternative(values, _explicit_dests(parser, given)))
-    try:
-        return resolve_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-
-
-def resolve_args(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, **overrides) -> argparse.Namespace:
-    """Fill defaults and check an args namespace or plain dict (as tests pass it)."""
-    values = vars(build_parser().parse_args([]))
-    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
-    given.update(overrides)
-    unknown = sorted(set(given) - set(values))
-    if unknown:
-        raise ValueError(f"unknown options {unknown}")
-    values.update(given)
-    args = argparse.Namespace(**values)
+        resolve_arguments(TrainBaseArguments(preset="resnet-tiny", output_dir="o")).learning_rate  # 2e-3
+    """
     if bool(args.preset) == bool(args.model_name_or_path):
         raise ValueError("pass exactly one of --preset (train from scratch) and --model_name_or_path (fine-tune)")
     if not args.output_dir:
         raise ValueError("--output_dir is required")
-    preset_only = (args.image_size, args.image_mean, args.image_std, args.num_channels)
-    if args.model_name_or_path and any(v is not None for v in preset_only):
+    if args.model_name_or_path and any(getattr(args, name) is not None for name in PRESET_ONLY):
         raise ValueError("--image_size/--image_mean/--image_std/--num_channels apply to presets; a checkpoint "
                          "brings its own processor and input channels")
-    if args.learning_rate is None:
-        args.learning_rate = 2e-3 if args.preset else 5e-5
+    if args.lr_scheduler not in SCHEDULERS:
+        raise ValueError(f"--lr_scheduler {args.lr_scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
     if args.epochs < 1 or args.batch_size < 1:
         raise ValueError("--epochs and --batch_size must be positive")
-    return args
+    if args.learning_rate is None:
+        return dataclasses.replace(args, learning_rate=2e-3 if args.preset else 5e-5)
+    return dataclasses.replace(args)
 
 
-def _load_data(args, split: str, max_samples: Optional[int]):
-    from ..data.loading import load_image_dataset, subsample
-
+def _load_data(args: TrainBaseArguments, split: str, max_samples: Optional[int]):
     data = load_image_dataset(
         args.dataset, split=split, streaming=args.streaming, image_column=args.image_column,
         label_column=args.label_column, revision=args.dataset_revision,
@@ -166,10 +87,6 @@ def _load_data(args, split: str, max_samples: Optional[int]):
 
 def _without_classes(data, classes):
     """The training split minus ``classes`` (ids unchanged), and the class counts left in it."""
-    import numpy as np
-
-    from ..data.loading import class_subset
-
     ids = sorted({int(c) for c in classes})
     bad = [c for c in ids if not 0 <= c < data.num_classes]
     if bad:
@@ -183,11 +100,28 @@ def _without_classes(data, classes):
     return data, counts.tolist()
 
 
-def _build_model(args, data):
+def _load_splits(args: TrainBaseArguments, accelerator: Accelerator):
+    """The (subsampled) training and eval splits, and the training class counts with ``exclude_classes``."""
+    # Local datasets write an Arrow cache: let one process build it, the others then read it.
+    with accelerator.main_process_first():
+        train_data = _load_data(args, args.train_split, args.max_train_samples)
+        eval_data = _load_data(args, args.eval_split, args.max_eval_samples)
+    if train_data.num_rows is None:
+        raise ValueError(
+            f"the length of the streamed split {args.train_split!r} of {args.dataset!r} is unknown, so the "
+            "learning-rate schedule cannot be laid out: pass --max_train_samples"
+        )
+    if eval_data.class_names != train_data.class_names:
+        raise ValueError(f"the {args.train_split!r} and {args.eval_split!r} splits have different classes")
+    train_class_counts = None
+    if args.exclude_classes:
+        train_data, train_class_counts = _without_classes(train_data, args.exclude_classes)
+    return train_data, eval_data, train_class_counts
+
+
+def _build_model(args: TrainBaseArguments, data):
     id2label = data.id2label
     if args.preset:
-        from ..presets import DATASET_STATS, build_preset
-
         mean, std = args.image_mean, args.image_std
         if mean is None and args.dataset in DATASET_STATS:
             mean, std = DATASET_STATS[args.dataset]
@@ -195,8 +129,6 @@ def _build_model(args, data):
         if mean is not None:
             kwargs.update(image_mean=mean, image_std=std if std is not None else [1.0] * len(mean))
         return build_preset(args.preset, num_labels=data.num_classes, id2label=id2label, **kwargs)
-
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     # trust_remote_code is never set: only architectures shipped with transformers are loaded.
     processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, revision=args.model_revision)
@@ -209,9 +141,7 @@ def _build_model(args, data):
     return model, processor
 
 
-def _optimizer(model, args):
-    import torch
-
+def _optimizer(model, args: TrainBaseArguments):
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -222,10 +152,7 @@ def _optimizer(model, args):
     return torch.optim.AdamW(groups, lr=args.learning_rate)
 
 
-def _scheduler(optimizer, args, total_steps: int):
-    import torch
-    from transformers import get_scheduler
-
+def _scheduler(optimizer, args: TrainBaseArguments, total_steps: int):
     warmup = int(round(args.warmup_ratio * total_steps))
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}.get(args.lr_scheduler)
     if args.lr_scheduler == "onecycle":
@@ -243,10 +170,10 @@ def _scheduler(optimizer, args, total_steps: int):
 def evaluate_accuracy(model, loader, accelerator, num_classes: int) -> dict:
     """Top-1 accuracy and per-class accuracy over ``loader`` (gathered across processes).
 
-    Returns ``{"accuracy": float, "per_class": [acc or None per class], "count": n}``.
-    """
-    import torch
+    Returns ``{"accuracy": float, "per_class": [acc or None per class], "count": n}``, e.g.::
 
+        evaluate_accuracy(model, eval_loader, accelerator, num_classes=10)["accuracy"]
+    """
     model.eval()
     correct = torch.zeros(num_classes, dtype=torch.long)
     total = torch.zeros(num_classes, dtype=torch.long)
@@ -262,108 +189,61 @@ def evaluate_accuracy(model, loader, accelerator, num_classes: int) -> dict:
     return {"accuracy": int(correct.sum()) / max(count, 1), "per_class": per_class, "count": count}
 
 
+def _write_config(args: TrainBaseArguments) -> None:
+    """The resolved options as ``train_base_config.yaml``: the recipe a retrain reads back."""
+    os.makedirs(args.output_dir, exist_ok=True)
+    text = yaml.safe_dump(dataclasses.asdict(args), sort_keys=True)
+    atomic_write_text(os.path.join(args.output_dir, CONFIG_FILENAME), text)
 
 
-
-
-
-
-def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, **overrides) -> dict:
-    """Train a base classifier and save it; returns the metrics written to ``metrics.json``.
-
-    ``args`` is an ``argparse.Namespace`` from :func:`parse_args` or a plain dict of the same
-    option names (missing ones take the command-line defaults); keyword overrides win.
-
-    Example:
-
-    ```py
-    >>> metrics = train_base({"preset": "resnet-tiny", "dataset": "fashion_mnist", "epochs": 8,
-    ...                       "output_dir": "runs/base-resnet"})
-    >>> metrics["test_accuracy"], metrics["train_time_s"]
-    ```
-    """
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    from ..data.loading import build_dataloader, check_labels_match, num_batches
-
-    args = resolve_args(args, **overrides)
-    start_wall = time.perf_counter()
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    accelerator = Accelerator(cpu=args.cpu)
-    main_process = accelerator.is_main_process
-    progress = accelerator.is_local_main_process and not args.no_progress
-    set_seed(args.seed)
-    if main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        write_yaml_config(args, os.path.join(args.output_dir, CONFIG_FILENAME))
-
-    # Local datasets write an Arrow cache: let one process build it, the others then read it.
-    with accelerator.main_process_first():
-        train_data = _load_data(args, args.train_split, args.max_train_samples)
-        eval_data = _load_data(args, args.eval_split, args.max_eval_samples)
-    if train_data.num_rows is None:
-        raise ValueError(
-            f"the length of the streamed split {args.train_split!r} of {args.dataset!r} is unknown, so the "
-            "learning-rate schedule cannot be laid out: pass --max_train_samples"
-        )
-    if eval_data.class_names != train_data.class_names:
-        raise ValueError(f"the {args.train_split!r} and {args.eval_split!r} splits have different classes")
-    train_class_counts = None
-    if args.exclude_classes:
-        train_data, train_class_counts = _without_classes(train_data, args.exclude_classes)
-
-    set_seed(args.seed)  # model init does not depend on how much randomness data loading used
-    model, image_processor = _build_model(args, train_data)
-    check_labels_match(train_data, model.config)
-    num_channels = model.config.num_channels
-
-    preprocess_start = time.perf_counter()
-    common = {"image_processor": image_processor, "num_channels": num_channels, "progress": progress,
-              "num_workers": args.num_workers}
-    train_loader = build_dataloader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed, **common)
-    eval_loader = build_dataloader(eval_data, batch_size=args.eval_batch_size, shuffle=False, seed=args.seed,
-                                   **common)
-    preprocess_s = time.perf_counter() - preprocess_start
-
+def _prepare(args: TrainBaseArguments, accelerator: Accelerator, model, num_train_rows: int, train_loader,
+             eval_loader):
+    """Optimizer and schedule, everything through ``accelerator.prepare``; also the steps per epoch."""
     optimizer = _optimizer(model, args)
     # accelerate steps a prepared scheduler once per process for every optimizer step, so the
     # schedule is laid out in single-process steps: per-process batches x processes.
-    batches = num_batches(train_data.num_rows, args.batch_size)
+    batches = num_batches(num_train_rows, args.batch_size)
     steps_per_epoch = math.ceil(batches / accelerator.num_processes)
     total_steps = args.epochs * steps_per_epoch * accelerator.num_processes
     scheduler = _scheduler(optimizer, args, total_steps)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
+    return model, optimizer, scheduler, train_loader, eval_loader, steps_per_epoch
 
-    history = []
-    train_time = 0.0
+
+def _train_epoch(args: TrainBaseArguments, accelerator: Accelerator, model, optimizer, scheduler, loader, bar):
+    """One pass over ``loader``; returns the summed loss (a 0-d CPU tensor) and the number of steps."""
+    model.train()
+    loss_sum, loss_count = torch.zeros(()), 0
+    for step, batch in enumerate(loader):
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=args.label_smoothing)
+        accelerator.backward(loss)
+        if args.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach().float().cpu()
+        loss_count += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    return loss_sum, loss_count
+
+
+def _fit(args: TrainBaseArguments, accelerator: Accelerator, model, optimizer, scheduler, train_loader,
+         steps_per_epoch: int, progress: bool):
+    """Every epoch; returns the history (mean loss and seconds per epoch) and the training seconds."""
+    history, train_time = [], 0.0
     for epoch in range(args.epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # new shuffle order per epoch (streaming buffers too)
-        model.train()
         epoch_start = time.perf_counter()
-        loss_sum, loss_count = torch.zeros(()), 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not progress,
                    dynamic_ncols=True)
-        for step, batch in enumerate(train_loader):
-            logits = model(pixel_values=batch["pixel_values"]).logits
-            loss = torch.nn.functional.cross_entropy(logits, batch["labels"], label_smoothing=args.label_smoothing)
-            accelerator.backward(loss)
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().float().cpu()
-            loss_count += 1
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        loss_sum, loss_count = _train_epoch(args, accelerator, model, optimizer, scheduler, train_loader, bar)
         bar.close()
         epoch_s = time.perf_counter() - epoch_start
         train_time += epoch_s
@@ -371,24 +251,22 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
         history.append({"epoch": epoch + 1, "train_loss": float(mean_loss), "seconds": round(epoch_s, 3)})
         if progress:
             tqdm.write(f"epoch {epoch + 1}: train loss {float(mean_loss):.4f}, {epoch_s:.1f} s")
+    return history, train_time
 
-    eval_start = time.perf_counter()
-    result = evaluate_accuracy(model, eval_loader, accelerator, train_data.num_classes)
-    eval_s = time.perf_counter() - eval_start
 
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(args.output_dir, is_main_process=main_process, save_function=accelerator.save)
+def _metrics(args: TrainBaseArguments, accelerator: Accelerator, model, train_data, train_class_counts,
+             result: dict, history: list, seconds: dict) -> dict:
+    """What ``metrics.json`` holds: the test accuracy, timings, the recipe, the model, versions, machine."""
     versions = package_versions()
-    metrics = {
+    return {
         "test_accuracy": result["accuracy"],
         "eval_split": args.eval_split,
         "num_eval_examples": result["count"],
         "per_class_accuracy": dict(zip(train_data.class_names, result["per_class"])),
-        "train_time_s": round(train_time, 3),
+        "train_time_s": round(seconds["train"], 3),
         "epoch_times_s": [h["seconds"] for h in history],
-        "preprocess_time_s": round(preprocess_s, 3),
-        "eval_time_s": round(eval_s, 3),
+        "preprocess_time_s": round(seconds["preprocess"], 3),
+        "eval_time_s": round(seconds["eval"], 3),
         "history": history,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -401,26 +279,71 @@ def train_base(args: Union[argparse.Namespace, Mapping[str, Any], None] = None, 
         "train_class_counts": train_class_counts,
         "preset": args.preset,
         "model_name_or_path": args.model_name_or_path,
-        "model_type": unwrapped.config.model_type,
-        "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+        "model_type": model.config.model_type,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
         "class_names": list(train_data.class_names),
         "versions": versions,
         "torch_version": versions["torch"],
         "transformers_version": versions["transformers"],
         "machine": machine_info(accelerator),
     }
+
+
+def train_base(args: TrainBaseArguments) -> dict:
+    """Train a base classifier and save it; returns the metrics written to ``metrics.json``.
+
+    ``args`` is a :class:`~hf_unlearn.commands.train_base.TrainBaseArguments` (what the command line
+    parses into); it is checked by :func:`resolve_arguments`. Example:
+
+    ```py
+    >>> metrics = train_base(TrainBaseArguments(preset="resnet-tiny", dataset="fashion_mnist", epochs=8,
+    ...                                         output_dir="runs/base-resnet"))
+    >>> metrics["test_accuracy"], metrics["train_time_s"]
+    ```
+    """
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        raise TypeError(f"train_base takes TrainBaseArguments(...) (hf_unlearn.commands.train_base), not "
+                        f"{type(args).__name__}: e.g. train_base(TrainBaseArguments(**options))")
+    args = resolve_arguments(args)
+    start_wall = time.perf_counter()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator(cpu=args.cpu)
+    main_process = accelerator.is_main_process
+    progress = accelerator.is_local_main_process and not args.no_progress
+    set_seed(args.seed)
+    if main_process:
+        _write_config(args)
+    train_data, eval_data, train_class_counts = _load_splits(args, accelerator)
+
+    set_seed(args.seed)  # model init does not depend on how much randomness data loading used
+    model, image_processor = _build_model(args, train_data)
+    check_labels_match(train_data, model.config)
+    preprocess_start = time.perf_counter()
+    common = {"image_processor": image_processor, "num_channels": model.config.num_channels, "progress": progress,
+              "num_workers": args.num_workers}
+    train_loader = build_dataloader(train_data, batch_size=args.batch_size, shuffle=True, seed=args.seed, **common)
+    eval_loader = build_dataloader(eval_data, batch_size=args.eval_batch_size, shuffle=False, seed=args.seed,
+                                   **common)
+    seconds = {"preprocess": time.perf_counter() - preprocess_start}
+
+    model, optimizer, scheduler, train_loader, eval_loader, steps_per_epoch = _prepare(
+        args, accelerator, model, train_data.num_rows, train_loader, eval_loader)
+    history, seconds["train"] = _fit(args, accelerator, model, optimizer, scheduler, train_loader, steps_per_epoch,
+                                     progress)
+    eval_start = time.perf_counter()
+    result = evaluate_accuracy(model, eval_loader, accelerator, train_data.num_classes)
+    seconds["eval"] = time.perf_counter() - eval_start
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(args.output_dir, is_main_process=main_process, save_function=accelerator.save)
+    metrics = _metrics(args, accelerator, unwrapped, train_data, train_class_counts, result, history, seconds)
     if main_process:
         image_processor.save_pretrained(args.output_dir)
         metrics["total_wall_time_s"] = round(time.perf_counter() - start_wall, 3)
-        with open(os.path.join(args.output_dir, METRICS_FILENAME), "w") as f:
-            json.dump(metrics, f, indent=2)
+        atomic_write_json(os.path.join(args.output_dir, METRICS_FILENAME), metrics)
         accelerator.print(f"test accuracy {metrics['test_accuracy']:.4f} ({result['count']} examples); "
-                          f"training {train_time:.1f} s; saved to {args.output_dir}")
+                          f"training {seconds['train']:.1f} s; saved to {args.output_dir}")
     accelerator.wait_for_everyone()
-    return metrics
-
-
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    metrics = train_base(parse_args(argv))
-    end_distributed()
     return metrics

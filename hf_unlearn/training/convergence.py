@@ -22,18 +22,21 @@ Example:
 ```py
 >>> args = UntrainingArguments(eval_every=50, max_steps=1500)   # steps, not epochs
 >>> summary = untrain(adapter, loader, args, validation_loader=val_loader)
->>> summary["stop_reason"], summary["convergence"][-1]["worst_forget_acc"]
+>>> summary["stop_reason"], summary["convergence"]["history"][-1]["worst_forget_acc"]
 ('converged', 0.0)
 ```
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+
+from .objective import pad_selection, sample_forget_sets
 
 STOP_CONVERGED = "converged"  # every row at/under the target and retain accuracy stopped improving
 STOP_BUDGET = "budget"  # max_steps reached with the forget target met (retain still improving)
@@ -101,8 +104,6 @@ def check_validation_classes(labels: Sequence[int], num_classes: int, class_name
 def _validation_choices(labels: torch.Tensor, num_classes: int, *, retain_rows: int, max_set_size: int,
                         generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """``(K, B, width)`` forget choices for a validation batch and the kind of each of the K passes."""
-    from .untrain import sample_forget_sets
-
     b = labels.shape[0]
     width = max(1, min(max_set_size, num_classes - 1))
     passes, kinds = [torch.full((b, width), -1, dtype=torch.long)], ["base"]
@@ -111,21 +112,15 @@ def _validation_choices(labels: torch.Tensor, num_classes: int, *, retain_rows: 
     passes.append(own)
     kinds.append("forget")
     for _ in range(min(retain_rows, num_classes - 1)):
-        passes.append(_pad(sample_forget_sets(labels, num_classes, contain=False, max_set_size=1, set_prob=0.0,
+        passes.append(pad_selection(sample_forget_sets(labels, num_classes, contain=False, max_set_size=1, set_prob=0.0,
                                               generator=generator), width))
         kinds.append("retain")
     if width > 1:
         for contain, kind in ((True, "set_forget"), (False, "set_retain")):
-            passes.append(_pad(sample_forget_sets(labels, num_classes, contain=contain, max_set_size=width,
+            passes.append(pad_selection(sample_forget_sets(labels, num_classes, contain=contain, max_set_size=width,
                                                   set_prob=1.0, generator=generator), width))
             kinds.append(kind)
     return torch.stack(passes), kinds
-
-
-def _pad(sel: torch.Tensor, width: int) -> torch.Tensor:
-    if sel.shape[1] >= width:
-        return sel
-    return torch.cat([sel, torch.full((sel.shape[0], width - sel.shape[1]), -1, dtype=sel.dtype)], dim=1)
 
 
 @torch.no_grad()
@@ -281,3 +276,54 @@ def plot_convergence(history: Sequence[dict], path, *, target_forget_acc: float 
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper right")
     ax.set_title(title or "untraining convergence (validation split)")
     return save_figure(fig, path)
+
+
+# -- the glue the untraining loop calls (hf_unlearn.training.untrain) ----------------------------------
+
+
+def make_tracker(args, validation_loader) -> Optional[ConvergenceTracker]:
+    """The round's tracker (``args.eval_every > 0``, with a validation loader), else None."""
+    if not args.eval_every:
+        return None
+    if validation_loader is None:
+        raise ValueError("eval_every > 0 needs a validation_loader (the job carves one from the training data).")
+    return ConvergenceTracker(target_forget_acc=args.target_forget_acc, patience=args.patience,
+                              min_retain_delta=args.min_retain_delta)
+
+
+def convergence_check(tracker, model, validation_loader, num_classes: int, args, step: int, accelerator,
+                      bar) -> Optional[str]:
+    """Measure the rows on the validation split; returns :data:`STOP_CONVERGED` or None, every rank as rank 0."""
+    from accelerate.utils import broadcast  # accelerate: only where a distributed round runs
+
+    # Every rank measures the whole split with the same filters (no sharding, no gather), so the
+    # trackers agree; the broadcast below makes the decision rank 0's regardless.
+    measurement = measure_rows(accelerator.unwrap_model(model), validation_loader, num_classes,
+                               retain_rows=args.validation_retain_rows, max_set_size=args.max_set_size,
+                               seed=args.seed, device=accelerator.device)
+    reason = tracker.update(step, measurement)
+    flag = broadcast(torch.tensor([1 if reason else 0], device=accelerator.device), from_process=0)
+    accelerator.log({f"val/{k}": v for k, v in measurement.items() if isinstance(v, (int, float))}, step=step)
+    if args.progress and accelerator.is_main_process:
+        bar.write(f"step {step}: validation worst-row FA {measurement['worst_forget_acc']:.2f}% "
+                  f"(mean {measurement['mean_forget_acc']:.2f}%), retain drop {measurement.get('retain_drop', 0):.2f} pt"
+                  + (f", sets FA {measurement['set_forget_acc']:.2f}% drop {measurement['set_retain_drop']:.2f} pt"
+                     if "set_forget_acc" in measurement else ""))
+    return STOP_CONVERGED if int(flag.item()) else None
+
+
+def final_stop_reason(tracker, stop_reason: Optional[str], accelerator, total_steps: int) -> str:
+    """Why the round ended; warns (and prints) when the step budget ran out before the forget target."""
+    if tracker is None:
+        return STOP_EPOCHS
+    if stop_reason:
+        return stop_reason
+    if tracker.target_met():
+        return STOP_BUDGET
+    last = tracker.history[-1] if tracker.history else {}
+    message = (f"The forget target ({tracker.target_forget_acc:g}% on every row) was not met within the budget of "
+               f"{total_steps} steps: the worst row is at {last.get('worst_forget_acc', float('nan')):.2f}% on the "
+               "validation split. The adapter is saved as it is; raise --max_steps (or the learning rate) to go on.")
+    warnings.warn(message, stacklevel=3)
+    accelerator.print(f"WARNING: {message}")
+    return STOP_BUDGET_TARGET_NOT_MET

@@ -15,6 +15,15 @@ accelerate launch recipes/retrain.py --base_dir runs/base-resnet --classes Pullo
     --output_dir runs/retrain-resnet
 ```
 
+From Python, the base recipe is a :class:`~hf_unlearn.commands.train_base.TrainBaseArguments`:
+
+```py
+>>> from hf_unlearn.training.retrain import load_base_recipe, run
+>>> recipe = load_base_recipe("runs/base-resnet")
+>>> summary = run(dataclasses.replace(recipe, output_dir="runs/retrain-resnet"), ["Coat"],
+...               base_dir="runs/base-resnet")
+```
+
 Each folder holds what ``train_base`` writes (model, image processor, ``metrics.json``,
 ``train_base_config.yaml``) plus ``retrain.json``: the excluded classes, the class counts of the
 data it was trained on (0 for the excluded ones), and the wall time. ``retrain_summary.json`` in
@@ -27,17 +36,26 @@ else in the loop changes.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
+
+from accelerate import PartialState
+
+from ..commands.arguments import load_config
+from ..commands.train_base import TrainBaseArguments
+from ..data.loading import load_image_dataset
+from ..files import atomic_write_json
+from ..tuners.weight_filter.selection import resolve_class
+from .base import CONFIG_FILENAME, resolve_arguments, train_base
 
 __all__ = [
-    "RETRAIN_INFO", "SUMMARY_FILENAME", "retrain", "retrain_folder_name",
-    "retrain_dirs_from_root", "build_parser", "parse_args", "run", "main",
+    "RETRAIN_INFO", "SUMMARY_FILENAME", "retrain", "retrain_folder_name", "retrain_dirs_from_root",
+    "load_base_recipe", "retrain_units", "check_retrain_request", "run",
 ]
 
 RETRAIN_INFO = "retrain.json"
@@ -73,169 +91,127 @@ def retrain_dirs_from_root(root: Union[str, os.PathLike]) -> dict:
     return found
 
 
-def _main_process(cpu: bool = False) -> bool:
-    from accelerate import PartialState
+def load_base_recipe(base_dir: Union[str, os.PathLike]) -> TrainBaseArguments:
+    """The recipe a base model was trained with (its ``train_base_config.yaml``), ``output_dir`` cleared.
 
+    Example::
+
+        recipe = load_base_recipe("runs/base-resnet")  # TrainBaseArguments(preset="resnet-tiny", ...)
+    """
+    path = Path(base_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{base_dir} has no {CONFIG_FILENAME}: the base recipe is read from a folder "
+                                "written by train_base (recipes/train_base.py, hf-unlearn train-base)")
+    values = load_config(str(path), (TrainBaseArguments,))  # an unknown key is a ValueError naming it
+    values.pop("output_dir", None)  # never the base's own folder
+    return TrainBaseArguments(**values)
+
+
+def _main_process(cpu: bool = False) -> bool:
     return PartialState(cpu=cpu).is_main_process  # (train_base's Accelerator has usually set it up already)
 
 
-def _write_json(path: Path, data: Mapping) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def retrain(options: Union[argparse.Namespace, Mapping[str, Any]], classes: Iterable[int], *,
-            class_names: Optional[Sequence[str]] = None, base_dir: Optional[str] = None) -> dict:
+def retrain(options: TrainBaseArguments, classes: Iterable[int], *, class_names: Optional[Sequence[str]] = None,
+            base_dir: Optional[Union[str, os.PathLike]] = None) -> dict:
     """Train one retrain reference: ``train_base(options)`` without ``classes``; returns its ``retrain.json``.
 
-    ``options`` are ``train_base`` options (a dict or namespace); ``options["output_dir"]`` is the
-    model folder.
-    """
-    from .base import train_base
+    ``options.output_dir`` is the model folder. Example::
 
-    values = dict(vars(options)) if isinstance(options, argparse.Namespace) else dict(options)
+        info = retrain(dataclasses.replace(load_base_recipe(base), output_dir="runs/rt/class-3"), [3], base_dir=base)
+    """
     ids = sorted({int(c) for c in classes})
+    if base_dir is not None and Path(options.output_dir).resolve() == Path(base_dir).resolve():
+        raise ValueError("--output_dir must not be the base model's folder")
     start = time.perf_counter()
-    values["exclude_classes"] = ids
-    metrics = train_base(values)
-    record = {"train_class_counts": metrics.get("train_class_counts"),
-              "num_train_examples": metrics.get("num_train_examples")}
+    metrics = train_base(dataclasses.replace(options, exclude_classes=ids))
     wall = time.perf_counter() - start
     names = list(class_names) if class_names is not None else metrics.get("class_names")
     info = {
         "class_ids": ids,
         "classes": [names[c] for c in ids] if names else [str(c) for c in ids],
-        "base_dir": base_dir,
-        "dataset": values.get("dataset"),
+        "base_dir": None if base_dir is None else str(base_dir),
+        "dataset": options.dataset,
         "wall_time_s": round(wall, 3),
         "train_time_s": metrics.get("train_time_s"),
-        "num_train_examples": record.get("num_train_examples"),
-        "train_class_counts": record.get("train_class_counts"),
+        "num_train_examples": metrics.get("num_train_examples"),
+        "train_class_counts": metrics.get("train_class_counts"),
         "test_accuracy": metrics.get("test_accuracy"),
         "num_labels": len(metrics.get("class_names") or []) or None,
         "epochs": metrics.get("epochs"),
         "seed": metrics.get("seed"),
     }
-    if _main_process(bool(values.get("cpu"))):
-        _write_json(Path(values["output_dir"]) / RETRAIN_INFO, info)
+    if _main_process(options.cpu):
+        atomic_write_json(Path(options.output_dir) / RETRAIN_INFO, info)
     return info
 
 
-# --------------------------------------------------------------------------------------------
-# the job
-# --------------------------------------------------------------------------------------------
+def retrain_units(classes: Sequence[Union[int, str]], class_names: Sequence[str], *,
+                  together: bool = False) -> list[list[int]]:
+    """The class sets to retrain without: one per class, or one set ``together``.
 
+    ``classes`` is ``["all"]`` or class ids/names (case-insensitive, as everywhere). Example::
 
-def build_parser() -> argparse.ArgumentParser:
-    from .base import build_parser as base_parser
-
-    parser = base_parser()
-    parser.description = ("Retrain the base recipe from scratch without the forgotten class(es): the retrain "
-                          "reference for evaluation. Takes every train_base option; --base_dir pre-fills them "
-                          "from the base model's train_base_config.yaml.")
-    group = parser.add_argument_group("retrain")
-    group.add_argument("--base_dir", default=None,
-                       help="folder of the base model: its train_base_config.yaml pre-fills the recipe (flags win)")
-    group.add_argument("--classes", nargs="+", default=None,
-                       help="'all' or class ids/names; one model per class, in <output_dir>/class-<c>/")
-    group.add_argument("--together", action="store_true",
-                       help="one model without all --classes at once, in <output_dir>/classes-<a>-<b>/")
-    group.add_argument("--skip_existing", action="store_true",
-                       help="skip classes whose folder already holds a finished retrain (retrain.json)")
-    for action in parser._actions:
-        if action.dest == "output_dir":
-            action.help = "root folder: one class-<c>/ (or classes-<a>-<b>/) subfolder per retrain model (required)"
-    return parser
-
-
-_RETRAIN_KEYS = ("base_dir", "classes", "together", "skip_existing")
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """``--base_dir`` (then ``--config``) pre-fill the recipe; flags given on the command line win."""
-    from .base import CONFIG_FILENAME, _explicit_dests, drop_replaced_alternative
-    from ..run_utils import load_yaml_options, parse_with_config
-
-    parser = build_parser()
-
-    def base_recipe(pre) -> dict:
-        if not pre.base_dir:
-            return {}
-        path = Path(pre.base_dir) / CONFIG_FILENAME
-        if not path.is_file():
-            parser.error(f"--base_dir {pre.base_dir} has no {CONFIG_FILENAME} (is it a folder written by train_base?)")
-        values = load_yaml_options(str(path), parser)
-        values.pop("output_dir", None)  # never the base's own folder
-        return values
-
-    args = parse_with_config(
-        parser, argv, prefill=base_recipe,
-        adjust=lambda values, given: drop_replaced_alternative(values, _explicit_dests(parser, given)))
-    if not args.classes:
-        parser.error("--classes is required: 'all' or class ids/names")
-    if not args.output_dir:
-        parser.error("--output_dir (the root for class-<c>/ folders) is required")
-    if args.base_dir and Path(args.output_dir).resolve() == Path(args.base_dir).resolve():
-        parser.error("--output_dir must not be the base model's folder")
-    if args.together and args.classes == ["all"]:
-        parser.error("--together with --classes all would leave nothing to train on")
-    return args
-
-
-def _units(args, class_names: Sequence[str]) -> list[list[int]]:
-    from ..tuners.weight_filter.selection import resolve_class
-
+        retrain_units(["5", "2"], names, together=True)  # [[2, 5]]
+    """
     n = len(class_names)
-    label2id = {name: i for i, name in enumerate(class_names)}
-    if args.classes == ["all"]:
+    if list(classes) == ["all"]:
         ids = list(range(n))
     else:
-        ids = [resolve_class(int(c) if c.lstrip("-").isdigit() else c, n, label2id) for c in args.classes]
-        ids = sorted(set(ids))
-    return [ids] if args.together else [[c] for c in ids]
+        label2id = {name: i for i, name in enumerate(class_names)}
+        ids = sorted({resolve_class(int(c) if str(c).lstrip("-").isdigit() else c, n, label2id) for c in classes})
+    return [ids] if together else [[c] for c in ids]
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Train every requested retrain reference; returns (and writes) the summary."""
-    from .base import build_parser as base_parser
-    from ..data.loading import load_image_dataset
+def check_retrain_request(options: TrainBaseArguments, classes: Sequence[Union[int, str]], *, together: bool = False,
+                          base_dir: Optional[Union[str, os.PathLike]] = None) -> None:
+    """``ValueError`` for a request :func:`run` cannot carry out, before anything is trained::
 
-    base_keys = set(vars(base_parser().parse_args([])))
-    options = {k: v for k, v in vars(args).items() if k in base_keys and k != "config"}
-    class_names = load_image_dataset(args.dataset, split=args.train_split, image_column=args.image_column,
-                                     label_column=args.label_column, revision=args.dataset_revision).class_names
-    units = _units(args, class_names)
-    root = Path(args.output_dir)
-    summary = {"base_dir": args.base_dir, "dataset": args.dataset, "preset": args.preset,
-               "model_name_or_path": args.model_name_or_path, "epochs": args.epochs, "seed": args.seed,
-               "models": {}, "total_wall_time_s": 0.0}
+        check_retrain_request(recipe, ["all"], together=True)  # ValueError: nothing to train on
+    """
+    if not classes:
+        raise ValueError("--classes is required: 'all' or class ids/names")
+    if not options.output_dir:
+        raise ValueError("--output_dir (the root for class-<c>/ folders) is required")
+    if base_dir and Path(options.output_dir).resolve() == Path(base_dir).resolve():
+        raise ValueError("--output_dir must not be the base model's folder")
+    if together and list(classes) == ["all"]:
+        raise ValueError("--together with --classes all would leave nothing to train on")
+    resolve_arguments(options)  # the recipe itself (one model, positive sizes...): fail before any training
+
+
+def run(options: TrainBaseArguments, classes: Sequence[Union[int, str]], *, together: bool = False,
+        skip_existing: bool = False, base_dir: Optional[Union[str, os.PathLike]] = None) -> dict:
+    """Train every requested retrain reference under ``options.output_dir``; returns (and writes) the summary.
+
+    ``skip_existing`` keeps a folder that already holds a finished retrain (its ``retrain.json``)::
+
+        summary = run(dataclasses.replace(recipe, output_dir="runs/rt"), ["all"], base_dir="runs/base")
+    """
+    check_retrain_request(options, classes, together=together, base_dir=base_dir)
+    class_names = load_image_dataset(options.dataset, split=options.train_split, image_column=options.image_column,
+                                     label_column=options.label_column, revision=options.dataset_revision).class_names
+    units = retrain_units(classes, class_names, together=together)
+    root = Path(options.output_dir)
+    summary = {"base_dir": None if base_dir is None else str(base_dir), "dataset": options.dataset,
+               "preset": options.preset, "model_name_or_path": options.model_name_or_path, "epochs": options.epochs,
+               "seed": options.seed, "models": {}, "total_wall_time_s": 0.0}
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for unit in units:
         folder = root / retrain_folder_name(unit)
-        if args.skip_existing and (folder / RETRAIN_INFO).is_file():
-            info = json.loads((folder / RETRAIN_INFO).read_text())
-            info["skipped"] = True
+        if skip_existing and (folder / RETRAIN_INFO).is_file():
+            info = {**json.loads((folder / RETRAIN_INFO).read_text()), "skipped": True}
         else:
-            info = retrain({**options, "output_dir": str(folder)}, unit, class_names=class_names, base_dir=args.base_dir)
+            info = retrain(dataclasses.replace(options, output_dir=str(folder)), unit, class_names=class_names,
+                           base_dir=base_dir)
         summary["models"][folder.name] = {"folder": str(folder), **info}
         summary["total_wall_time_s"] = round(time.perf_counter() - start, 3)
-        if _main_process(args.cpu):
-            _write_json(root / SUMMARY_FILENAME, summary)
+        if _main_process(options.cpu):
+            atomic_write_json(root / SUMMARY_FILENAME, summary)
             done = "skipped (already there)" if info.get("skipped") else f"in {info['wall_time_s']:.1f} s"
             print(f"retrained without {info['classes']} {done} (test accuracy {info.get('test_accuracy')}) "
                   f"-> {folder}", flush=True)
-    if _main_process(args.cpu):
+    if _main_process(options.cpu):
         print(f"{len(units)} retrain model(s), {summary['total_wall_time_s']:.1f} s in all; summary in "
               f"{root / SUMMARY_FILENAME}", flush=True)
     return summary
-
-
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    """``recipes/retrain.py`` / ``hf-unlearn retrain``."""
-    from ..run_utils import end_distributed
-
-    metrics = run(parse_args(argv))
-    end_distributed()
-    return metrics

@@ -66,10 +66,10 @@ class WeightFilterLayer(BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._selection_key: Optional[SelectionKey] = None  # set by WeightFilterModel
+        # Inference-time caches (see `_padded_filters` and `_inference_scale`): each adapter's
+        # filters with the identity row appended, and the scale of recent selections.
+        self._filter_cache: dict[str, tuple[tuple, torch.Tensor, torch.Tensor]] = {}
         self._scale_cache: dict = {}
-        # Inference-time cache of each adapter's filters with the identity row appended, keyed on
-        # the parameter's version so that any update (optimizer step, load) invalidates it.
-        self._filter_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
         self._merge_backup: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None
 
         base = self.get_base_layer()
@@ -134,7 +134,14 @@ class WeightFilterLayer(BaseTunerLayer):
         return scale
 
     def _padded_filters(self, name: str) -> torch.Tensor:
-        """Filters of adapter ``name`` with an all-ones row appended (index ``num_classes`` = no filter)."""
+        """Filters of adapter ``name`` with an all-ones row appended (index ``num_classes`` = no filter).
+
+        Without gradients the result is cached, keyed on what an update of the parameter changes:
+        its version (bumped by an optimizer step, ``load_state_dict``, any in-place edit of the
+        parameter under ``torch.no_grad()``), its storage (``.data = ...``, ``load_state_dict(assign=True)``,
+        ``.to()``), device and dtype. An in-place edit through ``.data`` bumps nothing (PyTorch's
+        ``.data`` is invisible to autograd's version counter): call :meth:`clear_caches` after one.
+        """
         theta = self.weight_filter_theta[name]
         if torch.is_grad_enabled() and theta.requires_grad:
             alpha = self.filters(name)
@@ -145,25 +152,43 @@ class WeightFilterLayer(BaseTunerLayer):
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 alpha = self.filters(name)
-                cached = (key, torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])], dim=0))
+                padded = torch.cat([alpha, alpha.new_ones(1, alpha.shape[1])], dim=0)
+            # The entry keeps the parameter's storage alive (theta.detach()), so a tensor swapped
+            # in later with `.data = ...` cannot reuse its address and match the key by accident.
+            cached = (key, padded, theta.detach())
             self._filter_cache[name] = cached
         return cached[1]
 
     def _inference_scale(self, selection: torch.Tensor) -> Optional[torch.Tensor]:
         # Without gradients the same selection object is usually run many times (served classes,
         # an evaluation sweep): reuse its scale while neither the selection nor a filter changed.
-        # Keyed by selection, so threads serving different classes do not evict each other; each
-        # entry is one immutable tuple, read and written in one step (safe under concurrency).
-        versions = (tuple(self.active_adapters),
-                    tuple(self.weight_filter_theta[n]._version for n in self.active_adapters if n in self.weight_filter_theta))
+        # A filter change shows as a new padded-filters tensor (see `_padded_filters`), so this
+        # cache is exactly as fresh as that one. Keyed by selection, so threads serving different
+        # classes do not evict each other; each entry is one immutable tuple, read and written in
+        # one step (safe under concurrency).
+        filters = tuple(self._padded_filters(n) for n in self.active_adapters if n in self.weight_filter_theta)
         cached = self._scale_cache.get(id(selection))
-        if cached is not None and cached[0] is selection and cached[1] == versions:
+        if (cached is not None and cached[0] is selection and len(cached[1]) == len(filters)
+                and all(a is b for a, b in zip(cached[1], filters))):
             return cached[2]
         scale = self.selection_scale(selection)
         if len(self._scale_cache) >= 64:
             self._scale_cache = {}  # replaced, not cleared: a concurrent reader keeps its dict
-        self._scale_cache[id(selection)] = (selection, versions, scale)
+        self._scale_cache[id(selection)] = (selection, filters, scale)
         return scale
+
+    def clear_caches(self) -> None:
+        """Forget the cached filters and scales: needed only after editing a filter through ``.data``.
+
+        Example:
+
+        ```py
+        >>> layer.weight_filter_theta["default"].data[3] = 8.0   # no version bump
+        >>> layer.clear_caches()
+        ```
+        """
+        self._filter_cache = {}
+        self._scale_cache = {}
 
     def _broadcast(self, scale: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -210,15 +235,14 @@ class WeightFilterLayer(BaseTunerLayer):
             return result.mul_(scale)  # the base layer's fresh output; nothing else holds it
         return result * scale
 
-    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
-        """Fold the selected row (or product of rows) into the base weight and bias.
+    def merged_tensors(
+        self, adapter_names: list[str], safe_merge: bool = False
+    ) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """The base ``(weight, bias)`` with the selected row(s) folded in, or None if no adapter applies.
 
-        Needs one selection for the whole model, e.g.
-        ``with peft_model.forgetting([3]): plain = peft_model.merge_and_unload()``.
+        Changes nothing; with ``safe_merge`` a non-finite result raises ``ValueError``. Needs one
+        selection for the whole model (see :meth:`merge`).
         """
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        if not adapter_names:
-            return
         selection = self.selection
         if selection is None or selection.shape[0] != 1:
             raise ValueError(
@@ -229,11 +253,8 @@ class WeightFilterLayer(BaseTunerLayer):
         base = self.get_base_layer()
         scale = self.selection_scale(selection, adapter_names)
         if scale is None:
-            return
+            return None
         scale = scale[0].detach().to(base.weight.device, torch.float32)
-        if self._merge_backup is None:
-            bias = base.bias.data.clone() if base.bias is not None else None
-            self._merge_backup = (base.weight.data.clone(), bias)
         shape = (-1,) + (1,) * (base.weight.ndim - 1)
         new_weight = (base.weight.data.float() * scale.view(shape)).to(base.weight.dtype)
         new_bias = None
@@ -243,7 +264,25 @@ class WeightFilterLayer(BaseTunerLayer):
             torch.isfinite(new_weight).all() and (new_bias is None or torch.isfinite(new_bias).all())
         ):
             raise ValueError(f"Non-finite values after merging adapters {adapter_names}; nothing changed.")
-        base.weight.data = new_weight
+        return new_weight, new_bias
+
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        """Fold the selected row (or product of rows) into the base weight and bias.
+
+        Needs one selection for the whole model, e.g.
+        ``with peft_model.forgetting([3]): plain = peft_model.merge_and_unload()``.
+        """
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        if not adapter_names:
+            return
+        merged = self.merged_tensors(adapter_names, safe_merge)
+        if merged is None:
+            return
+        base = self.get_base_layer()
+        if self._merge_backup is None:
+            bias = base.bias.data.clone() if base.bias is not None else None
+            self._merge_backup = (base.weight.data.clone(), bias)
+        base.weight.data, new_bias = merged
         if new_bias is not None:
             base.bias.data = new_bias
         self.merged_adapters.extend(adapter_names)

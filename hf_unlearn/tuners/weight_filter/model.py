@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner
+from peft.tuners.tuners_utils import BaseTuner, check_adapters_to_merge
 from torch import nn
 
 from .config import DEFAULT_TARGET_MODULES, WeightFilterConfig
@@ -27,6 +27,12 @@ class WeightFilterModel(BaseTuner):
     Concurrency: the choice lives in a ``contextvars.ContextVar`` (per thread / asyncio task), not
     on the shared layers, so one model may serve calls with different ``forget=`` from several
     threads at once. A ``forgetting(...)`` context applies to calls in the same thread or task only.
+
+    Editing the filters: inference caches the filters and the scales of recent selections; they
+    follow an optimizer step, ``load_state_dict``, an in-place edit under ``torch.no_grad()``,
+    ``.data = ...`` and ``.to()`` by themselves. An in-place edit through ``.data`` (e.g.
+    ``theta.data.copy_(...)``) bumps no version counter and is not seen: call
+    :meth:`clear_filter_caches` after one.
 
     Example:
 
@@ -192,6 +198,25 @@ class WeightFilterModel(BaseTuner):
             mapping[self._selection_key] = (context, call)
         return SELECTIONS.set(mapping)
 
+    def clear_filter_caches(self) -> None:
+        """Drop every layer's cached filters and scales.
+
+        The caches follow every ordinary update of the filters by themselves (an optimizer step,
+        ``load_state_dict``, an in-place edit under ``torch.no_grad()``, ``.data = ...``, ``.to()``);
+        an in-place edit through ``.data`` is invisible to them (it bumps no version counter), so
+        call this after one.
+
+        Example:
+
+        ```py
+        >>> for p in peft_model.parameters():
+        ...     p.data.mul_(0.5)
+        >>> peft_model.base_model.clear_filter_caches()
+        ```
+        """
+        for layer in self.filter_layers():
+            layer.clear_caches()
+
     def inject_adapter(self, *args, **kwargs):
         self._layers = None
         self._selection_cache = {}
@@ -266,8 +291,37 @@ class WeightFilterModel(BaseTuner):
 
     # ---------------------------------------------------------------- unloading
 
-    def _unload_and_optionally_merge(self, *args, **kwargs):
-        model = super()._unload_and_optionally_merge(*args, **kwargs)
+    def check_safe_merge(self, adapter_names: Optional[list[str]] = None) -> None:
+        """Raise ``ValueError`` if merging the current selection would put a non-finite value in any layer.
+
+        PEFT's ``safe_merge`` checks each layer as it merges it, so a bad last layer would leave the
+        earlier ones merged (or unloaded); checking them all first makes a refusal change nothing.
+        """
+        for name, module in self.model.named_modules():
+            if not isinstance(module, WeightFilterLayer):
+                continue
+            names = check_adapters_to_merge(module, adapter_names)
+            try:
+                if names:
+                    module.merged_tensors(names, safe_merge=True)
+            except ValueError as err:
+                raise ValueError(
+                    f"safe_merge: merging {names} into {name} gives non-finite weights (a NaN or inf in the "
+                    f"selected filter rows); nothing was merged. Fix those rows or merge without them. ({err})"
+                ) from None
+
+    def merge_adapter(self, adapter_names: Optional[list[str]] = None, safe_merge: bool = False) -> None:
+        if safe_merge:
+            self.check_safe_merge(adapter_names)
+        super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge)
+
+    def _unload_and_optionally_merge(self, merge: bool = True, progressbar: bool = False, safe_merge: bool = False,
+                                     adapter_names: Optional[list[str]] = None):
+        if merge and safe_merge:
+            self.check_safe_merge(adapter_names)
+        model = super()._unload_and_optionally_merge(
+            merge=merge, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
+        )
         self._layers = None
         for handle in self._hook_handles:
             handle.remove()
