@@ -30,7 +30,7 @@ COMMANDS = {
 RUNNERS = {
     "train-base": (".commands.train_base", "main"),
     "train": (".commands.train", "main"),
-    "evaluate": (".evaluation.suite", "main"),
+    "evaluate": (".commands.evaluate", "main"),
     "retrain": (".commands.retrain", "main"),
     "explain": (".commands.explain", "main"),
     "export": (".commands.export", "main"),

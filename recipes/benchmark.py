@@ -29,7 +29,7 @@ What runs on which classes (N = number of classes):
 - the other peers: ``--classes`` (default: 3 classes drawn with ``--seed``).
 
 For every (method, class): ``evaluate_unlearning`` on the test split (FA, RA, test accuracy) and the
-training split (MIA-efficacy, ZRF, linear probe, 5-shot probe), see ``hf_unlearn.evaluation.suite.DEFINITIONS``.
+training split (MIA-efficacy, ZRF, linear probe, 5-shot probe), see ``hf_unlearn.evaluation.definitions.DEFINITIONS``.
 Costs:
 
 - time to forget one class: the method's wall time for one class (WF: its single round, which

@@ -22,18 +22,18 @@ features. Two real DDP processes on a CPU-only machine:
         --mixed_precision no --dynamo_backend no --main_process_port 29513 \
         recipes/evaluate.py --cpu --adapter runs/wf-resnet --output_dir runs/eval-ddp
 
-``python recipes/evaluate.py --help`` lists every option; the job is
-``hf_unlearn.evaluation.suite.main``.
+``python recipes/evaluate.py --help`` lists every option (``--config file.yaml`` pre-fills them); the
+command is ``hf_unlearn.commands.evaluate.main``, the job ``hf_unlearn.evaluation.job.run_evaluation``.
 """
 
 import os
 import sys
 
 try:
-    from hf_unlearn.evaluation.suite import main
+    from hf_unlearn.commands.evaluate import main
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from hf_unlearn.evaluation.suite import main
+    from hf_unlearn.commands.evaluate import main
 
 
 if __name__ == "__main__":

@@ -11,13 +11,9 @@ from ddp import launch_two_ranks
 from hf_unlearn import UnlearnAdapter, WeightFilterConfig
 from hf_unlearn.data.loaders import build_dataloader, class_subset, subsample
 from hf_unlearn.data.loading import load_image_dataset
-from hf_unlearn.evaluation import (
-    accuracy_matrix,
-    evaluate_unlearning,
-    penultimate_features,
-    random_reference_model,
-    set_accuracy,
-)
+from hf_unlearn.evaluation.metrics import accuracy_matrix, set_accuracy
+from hf_unlearn.evaluation.suite import evaluate_unlearning
+from hf_unlearn.modeling import penultimate_features, random_reference_model
 from hf_unlearn.evaluation.report import to_jsonable
 from hf_unlearn.presets import make_image_processor
 from tiny_models import build
@@ -326,7 +322,7 @@ def test_relearning_an_adapter_row_uses_the_exported_model():
 def test_evaluate_recipe_writes_report_and_plots(retrained, digits_base, tmp_path):
     from transformers import AutoModelForImageClassification
 
-    from hf_unlearn.evaluation.suite import main
+    from hf_unlearn.commands.evaluate import main
     from tiny_models import randomize_filters
 
     root, _, _ = retrained
@@ -346,6 +342,47 @@ def test_evaluate_recipe_writes_report_and_plots(retrained, digits_base, tmp_pat
     assert "MIA-efficacy" in md and "ZRF" in md and "Linear probe" in md and "retrain FA" in md
     for name in ("accuracy_matrix.png", "forget_retain.png", "filter_sparsity.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_command_options_are_dataclasses_and_a_config_prefills_them(tmp_path):
+    from hf_unlearn.commands.arguments import parse_arguments
+    from hf_unlearn.commands.evaluate import ARGUMENT_TYPES
+
+    config = tmp_path / "eval.yaml"
+    config.write_text("adapter: runs/wf\ndataset: digits\nset_sizes: [2, 3]\nrelearn_shots: [1, 5]\n")
+    target, data, splits, evaluation, runtime = parse_arguments(
+        ARGUMENT_TYPES, ["--config", str(config), "--output_dir", str(tmp_path / "out"), "--rows", "3", "coat",
+                         "--relearn_shots", "25", "--no_plots", "--cpu"])
+    assert (target.adapter, target.model, target.rows) == ("runs/wf", None, ["3", "coat"])
+    assert data.dataset == "digits" and splits.test_split == "test"
+    assert evaluation.set_sizes == [2, 3] and evaluation.relearn_shots == [25]  # the command line wins
+    assert evaluation.relearn_modes == ["head", "full"] and evaluation.no_plots and not evaluation.sets_only
+    assert runtime.cpu and not runtime.no_progress
+    with pytest.raises(SystemExit):  # an unknown key names the valid ones
+        config.write_text("adaptr: runs/wf\n")
+        parse_arguments(ARGUMENT_TYPES, ["--config", str(config), "--output_dir", "x"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--output_dir", "x"], "exactly one of --adapter"),
+    (["--adapter", "a", "--model", "m", "--output_dir", "x"], "exactly one of --adapter"),
+    (["--adapter", "a", "--output_dir", "x", "--relearn_modes", "head", "last"], r"unknown mode\(s\) \['last'\]"),
+])
+def test_evaluate_command_refuses_bad_options_before_loading_anything(argv, message, tmp_path):
+    from hf_unlearn.commands.evaluate import main
+
+    with pytest.raises(ValueError, match=message):
+        main(argv)
+
+
+def test_cli_evaluate_runs_the_command_module(capsys):
+    from hf_unlearn.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--adapter" in out and "--few_shot_shots" in out and "--config" in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,6 +436,7 @@ def _assert_close(a, b, path=""):
         assert a == b, path
 
 
+@pytest.mark.slow  # two spawned gloo ranks running the whole suite: ~30 s on the shared 2-core box
 def test_one_and_two_processes_agree(tmp_path):
     adapter = hand_built_adapter()
     train, test = ddp_splits()

@@ -40,7 +40,7 @@ METRICS = {
         "base_retain_acc_per_class": [90.0, 91.0, 91.0, 91.0],
     },
 }
-# An evaluation report as hf_unlearn.evaluation.write_report takes it.
+# An evaluation report as hf_unlearn.evaluation.report.write_report takes it.
 EVAL_REPORT = {
     "model": BASE, "dataset": "fashion_mnist", "split": "test", "seed": 0, "class_names": CLASSES,
     "accuracy": {"method": "exact", "mean_forget_acc": 3.0, "mean_retain_acc": 80.0, "mean_base_retain_acc": 85.0,

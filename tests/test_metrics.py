@@ -10,29 +10,18 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from hf_unlearn.evaluation import (
-    accuracy_matrix,
-    class_counts,
-    few_shot_probe_accuracy,
-    linear_probe_accuracy,
-    metric_path,
-    mia_efficacy,
-    per_class_accuracy,
-    plot_accuracy_matrix,
-    plot_filter_sparsity,
-    plot_forget_retain,
-    sample_retain_pairs,
-    sampled_retain_estimate,
-    set_accuracy,
-    summarize_matrix,
-    true_label_confidence,
-    write_report,
-    zrf_score,
-)
+from hf_unlearn.evaluation import metric_path
+from hf_unlearn.evaluation.metrics import accuracy_matrix, class_counts, per_class_accuracy, set_accuracy, summarize_matrix
+from hf_unlearn.evaluation.plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain
+from hf_unlearn.evaluation.privacy import mia_efficacy, true_label_confidence, zrf_score
+from hf_unlearn.evaluation.probes import few_shot_probe_accuracy, linear_probe_accuracy
+from hf_unlearn.evaluation.report import write_report
+from hf_unlearn.evaluation.sampled import sample_retain_pairs, sampled_retain_estimate
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -482,37 +471,52 @@ def _gather_data():
 def _gather_model():
     import torch
 
+    class LinearClassifier(torch.nn.Module):
+        """A Linear layer called like a transformers classifier: ``model(pixel_values=x).logits``."""
+
+        def __init__(self):
+            super().__init__()
+            self.classifier = torch.nn.Linear(4, 3)
+
+        def forward(self, pixel_values):
+            return SimpleNamespace(logits=self.classifier(pixel_values))
+
     torch.manual_seed(0)
-    return torch.nn.Linear(4, 3)
+    return LinearClassifier()
 
 
 def _gather_worker(out_prefix):
     import torch
     from accelerate import Accelerator
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
-    from hf_unlearn.evaluation.gather import collect_predictions
+    from hf_unlearn.data.tensors import TensorDictDataset, collate_batches
+    from hf_unlearn.evaluation.predict import Predictor, run_predictors
 
     accelerator = Accelerator(cpu=True)
     x, y = _gather_data()
-    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    loader = DataLoader(TensorDictDataset(x, y), batch_size=8, collate_fn=collate_batches)
     model, loader = accelerator.prepare(_gather_model(), loader)
     model.eval()
-    logits, labels = collect_predictions(lambda batch: model(batch[0]), loader, accelerator)
+    out = run_predictors([Predictor("m", model, features=True)], loader, accelerator=accelerator,
+                         expected_labels=y.numpy(), keep_logits=True, progress=False)
+    logits, labels = torch.from_numpy(out["m"]["logits"][0]), torch.from_numpy(out["labels"])
     acc = (logits.argmax(-1) == labels).float().mean().item()
     torch.save(
-        {"logits": logits, "labels": labels, "acc": acc, "world": accelerator.num_processes},
+        {"logits": logits, "labels": labels, "acc": acc, "world": accelerator.num_processes,
+         "features": torch.from_numpy(out["m"]["feats"][0])},
         f"{out_prefix}.rank{accelerator.process_index}.pt",
     )
 
 
+@pytest.mark.slow  # one and two spawned gloo ranks: ~45 s on the shared 2-core box
 def test_gather_one_vs_two_processes(tmp_path):
     torch = pytest.importorskip("torch")
     from ddp import launch_ranks
 
     x, y = _gather_data()
     with torch.no_grad():
-        ref_logits = _gather_model()(x)
+        ref_logits = _gather_model()(x).logits
     ref_acc = (ref_logits.argmax(-1) == y).float().mean().item()
 
     results = {}
@@ -527,20 +531,35 @@ def test_gather_one_vs_two_processes(tmp_path):
             assert r["labels"].shape == (N_GATHER,)
             assert torch.equal(r["labels"], y)
             torch.testing.assert_close(r["logits"], ref_logits)
+            torch.testing.assert_close(r["features"], x)  # the classifier layer's input, every sample once
             assert r["acc"] == ref_acc
             results[(nproc, rank)] = r
     assert torch.equal(results[(1, 0)]["logits"], results[(2, 0)]["logits"])
     assert torch.equal(results[(2, 0)]["logits"], results[(2, 1)]["logits"])
 
 
-def test_gather_requires_prepared_loader_when_distributed():
-    from hf_unlearn.evaluation import collect_predictions
+def test_prediction_engine_requires_prepared_loader_when_distributed():
+    from hf_unlearn.evaluation.predict import Predictor, run_predictors
 
     class FakeAccelerator:
         num_processes = 2
 
     with pytest.raises(ValueError, match="accelerator.prepare"):
-        collect_predictions(lambda b: b, [(1, 2)], FakeAccelerator())
+        run_predictors([Predictor("m", _gather_model())], [{"pixel_values": None}], accelerator=FakeAccelerator())
+
+
+def test_prediction_engine_refuses_a_shuffled_loader():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from hf_unlearn.data.tensors import TensorDictDataset, collate_batches
+    from hf_unlearn.evaluation.predict import Predictor, run_predictors
+
+    x, y = _gather_data()
+    loader = DataLoader(TensorDictDataset(x, y), batch_size=8, shuffle=True, collate_fn=collate_batches,
+                        generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="unshuffled"):
+        run_predictors([Predictor("m", _gather_model())], loader, expected_labels=y.numpy(), progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,3 +647,22 @@ def test_write_report(tmp_path):
     assert "sampled" in md2.read_text() and "±" in md2.read_text()
     _, md3 = write_report({"model": "m", "accuracy": set_accuracy([1, 1, 2], [0, 1, 2], {0})}, tmp_path / "eval3")
     assert "| unlearned | 0.00 | 100.00 | 1 | 2 |" in md3.read_text()
+
+
+def test_one_definitions_table_fills_the_report_glossary_with_the_runs_settings(tmp_path):
+    from hf_unlearn.evaluation.definitions import DEFINITIONS, format_definitions
+
+    # a report without its own definitions: the glossary is the table at the report's settings
+    _, md = write_report({"model": "m", "settings": {"few_shot_shots": 3, "few_shot_draws": 4, "relearn_steps": 7}},
+                         tmp_path / "a")
+    text = md.read_text()
+    glossary = text[text.index("## Glossary"):]
+    assert "from `shots` (3) labelled" in glossary and "mean of 4 seeded draws" in glossary
+    assert "`steps` (7) full-batch" in glossary and "(5)" not in glossary
+    assert all(f"**{name}**" in glossary for name in DEFINITIONS)
+    # a report with its definitions (the suite writes them): those, once, in the glossary
+    filled = format_definitions(shots=2, exact_limit=8)
+    _, md = write_report({"model": "m", "definitions": filled}, tmp_path / "b")
+    text = md.read_text()
+    assert "up to 8 classes" in text and text.count(filled["few-shot probe"]) == 1
+    assert "{" not in "".join(filled.values())  # every template field was filled

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_unlearn.evaluation.metrics import linear_cka
+from hf_unlearn.evaluation.probes import linear_cka
 from hf_unlearn.evaluation.relearn import check_relearn_budget, kshot_relearn, relearn_indices
 
 

@@ -261,7 +261,6 @@ def _uneven_eval_worker(out_prefix, sizes, batch_size):
     from accelerate.utils import DataLoaderConfiguration
     from torch.utils.data import DataLoader
 
-    from hf_unlearn.evaluation.gather import collect_predictions
     from hf_unlearn.evaluation.predict import predict_choices
 
     accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(even_batches=False))
@@ -269,10 +268,10 @@ def _uneven_eval_worker(out_prefix, sizes, batch_size):
     for n in sizes:
         loader = accelerator.prepare(DataLoader(_uneven_data(n), batch_size=batch_size, shuffle=False))
         out = predict_choices(adapter, loader, [None, 0, 1, [2, 3]], accelerator=accelerator, progress=False)
-        logits, labels = collect_predictions(lambda b: adapter(pixel_values=b["pixel_values"], forget=1), loader,
-                                             accelerator)
+        one = predict_choices(adapter, loader, [1], accelerator=accelerator, keep_logits=True, progress=False)
         torch.save({"preds": torch.from_numpy(out["preds"]), "labels": torch.from_numpy(out["labels"]),
-                    "logits": logits, "labels2": labels}, f"{out_prefix}.n{n}.rank{accelerator.process_index}.pt")
+                    "logits": torch.from_numpy(one["logits"][0]), "labels2": torch.from_numpy(one["labels"])},
+                   f"{out_prefix}.n{n}.rank{accelerator.process_index}.pt")
 
 
 @pytest.mark.slow  # two spawned gloo ranks: ~30 s on the shared 2-core box
@@ -412,18 +411,19 @@ def test_reports_and_plots_are_readable_by_others(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hf_unlearn.evaluation.plots import _save
-    from hf_unlearn.evaluation.report import _atomic_write_text
+    from hf_unlearn.evaluation.plots import save_figure
+    from hf_unlearn.evaluation.report import write_report
 
     old = os.umask(0o022)
     try:
-        _atomic_write_text(tmp_path / "report.md", "# report")
+        write_report({"model": "m"}, tmp_path)
         fig = plt.figure()
-        _save(fig, tmp_path / "plot.png")
+        save_figure(fig, tmp_path / "plot.png")
         plt.close(fig)
     finally:
         os.umask(old)
     assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "plot.png").stat().st_mode & 0o777 == 0o644
 
 

@@ -54,7 +54,7 @@ def test_job_reports_set_sizes_and_refuses_a_set_too_large(digits_base, tmp_path
     by_size = metrics["set_sizes"]["by_size"]
     assert set(by_size) == {"2", "5"} and by_size["5"]["n_sets"] == 3
     # the evaluation suite's set-size mode on the saved adapter: sets.json/sets.md, no full report
-    from hf_unlearn.evaluation.suite import main
+    from hf_unlearn.commands.evaluate import main
 
     out = tmp_path / "eval"
     result = main(["--adapter", str(tmp_path / "ok"), "--dataset", "digits", "--set_sizes", "3", "--sets_per_size",

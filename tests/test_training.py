@@ -329,7 +329,7 @@ def test_feature_term_trains_through_the_loop_and_moves_forget_features(kind):
     (the measured distance falls), and the summary logs it."""
     from tiny_models import build
 
-    from hf_unlearn.evaluation.suite import penultimate_features
+    from hf_unlearn.modeling import penultimate_features
     from hf_unlearn.training.objective import feature_forget_loss, nearest_centroid_targets
 
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 A peer method (a *baseline*) takes a trained transformers image classifier and the class(es) to
 forget, and returns a NEW plain transformers classifier (a deep copy; the input is never touched)
 that has forgotten them, with ``config.unlearned_class_ids`` / ``config.unlearned_classes`` set the
-way ``UnlearnAdapter.export`` sets them, so :func:`hf_unlearn.evaluation.evaluate_unlearning` reads
+way ``UnlearnAdapter.export`` sets them, so :func:`hf_unlearn.evaluation.suite.evaluate_unlearning` reads
 the forgotten classes from the model itself.
 
 ```py
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.tensors import TensorDictDataset, collate_batches
-from ..evaluation import classifier_module
+from ..modeling import classifier_module
 from ..tuners.weight_filter.selection import resolve_class
 
 __all__ = [

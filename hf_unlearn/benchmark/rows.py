@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..evaluation import evaluate_unlearning
+from ..evaluation.suite import evaluate_unlearning
 
 __all__ = ["representation_kwargs", "evaluate", "representation_values", "row_from_set_report",
            "rows_from_adapter_report", "mean", "summarize", "method_cost"]

@@ -38,8 +38,9 @@ from ..baselines.tuning import stratified_split, tune_peer
 from ..data.loaders import subsample
 from ..data.loading import load_image_dataset
 from ..data.transforms import to_tensor_dataset
-from ..evaluation import DEFINITIONS, evaluate_unlearning
+from ..evaluation.definitions import DEFINITIONS
 from ..evaluation.report import to_jsonable
+from ..evaluation.suite import evaluate_unlearning
 from ..files import atomic_write_text
 from ..run_utils import package_versions
 from ..commands.arguments import load_config

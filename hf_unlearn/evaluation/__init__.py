@@ -1,12 +1,16 @@
 """Measuring class unlearning: accuracy matrix, forget/retain accuracy, MIA, ZRF, probes,
 plots and reports.
 
-The metric functions are model-agnostic: they take predictions, logits, confidences or features
-(numpy arrays, lists or torch tensors) that the caller computed. :func:`evaluate_unlearning`
-(``suite.py``) runs models over a train and a test split and computes all of them at once, next
-to the base model and the retrain references. Importing this package is
-cheap (numpy only); scikit-learn, matplotlib, torch/accelerate and evaluate are imported inside
-the functions that need them.
+Import from the modules (``from hf_unlearn.evaluation.suite import evaluate_unlearning``); this package
+re-exports nothing (importing ``hf_unlearn.evaluation.report`` stays as light as that module). The
+metric functions are model-agnostic: they take predictions, logits, confidences or features
+(numpy arrays, lists or torch tensors) that the caller computed. :func:`~hf_unlearn.evaluation.suite.evaluate_unlearning`
+(``suite.py``) runs models over a train and a test split (through the one prediction engine,
+``predict.py``) and computes all of them at once, next to the base model and the retrain references.
+Metrics: ``metrics.py`` (accuracies, sets), ``sampled.py`` (RA above ~20 classes), ``privacy.py`` (MIA-efficacy, ZRF), ``probes.py`` (linear
+and few-shot probes, CKA); their definitions: ``definitions.py``. The model helpers (classifier layer,
+penultimate features, random reference) are in :mod:`hf_unlearn.modeling`. scikit-learn, matplotlib
+and evaluate are optional and imported inside the functions that need them.
 
 Two `evaluate` metric modules ship in ``hf_unlearn/evaluation/evaluate_modules/`` (a data folder, not a
 package: ``hf_unlearn.evaluation.metrics`` is the ``metrics.py`` module). Load them offline
@@ -22,72 +26,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .gather import collect_predictions
-from .metrics import (
-    RetainPairs,
-    accuracy_matrix,
-    class_counts,
-    few_shot_probe_accuracy,
-    linear_cka,
-    linear_probe_accuracy,
-    mia_efficacy,
-    per_class_accuracy,
-    sample_retain_pairs,
-    sampled_retain_estimate,
-    set_accuracy,
-    summarize_matrix,
-    true_label_confidence,
-    zrf_score,
-)
-from .plots import plot_accuracy_matrix, plot_filter_sparsity, plot_forget_retain, plot_probe_tradeoff
-from .relearn import kshot_relearn
-from .report import environment_info, write_report
-from .suite import (
-    DEFINITIONS,
-    classifier_module,
-    evaluate_unlearning,
-    filter_sparsity,
-    penultimate_features,
-    random_reference_model,
-)
-
 METRICS_DIR = Path(__file__).resolve().parent / "evaluate_modules"
 METRIC_NAMES = ("forget_retain_accuracy", "mia_efficacy")
 
-__all__ = [
-    "DEFINITIONS",
-    "METRICS_DIR",
-    "METRIC_NAMES",
-    "RetainPairs",
-    "accuracy_matrix",
-    "class_counts",
-    "classifier_module",
-    "collect_predictions",
-    "environment_info",
-    "evaluate_unlearning",
-    "few_shot_probe_accuracy",
-    "filter_sparsity",
-    "kshot_relearn",
-    "linear_cka",
-    "linear_probe_accuracy",
-    "load_metric",
-    "metric_path",
-    "mia_efficacy",
-    "penultimate_features",
-    "per_class_accuracy",
-    "plot_accuracy_matrix",
-    "plot_filter_sparsity",
-    "plot_forget_retain",
-    "plot_probe_tradeoff",
-    "random_reference_model",
-    "sample_retain_pairs",
-    "sampled_retain_estimate",
-    "set_accuracy",
-    "summarize_matrix",
-    "true_label_confidence",
-    "write_report",
-    "zrf_score",
-]
+__all__ = ["METRICS_DIR", "METRIC_NAMES", "load_metric", "metric_path"]
 
 
 def metric_path(name: str) -> Path:

@@ -8,21 +8,30 @@ temporary file next to ``path`` and renames it into place: no half-written file 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_accuracy_matrix", "plot_filter_sparsity", "plot_forget_retain", "plot_probe_tradeoff"]
+from ..files import atomic_write
+
+__all__ = [
+    "new_figure", "plot_accuracy_matrix", "plot_filter_sparsity", "plot_forget_retain", "plot_probe_tradeoff",
+    "save_figure",
+]
 
 _SERIES_COLORS = {"unlearned": "#d62728", "base": "#7f7f7f", "retrain": "#1f77b4"}
 _CELL_TEXT_LIMIT = 30  # numbers in cells up to this many columns; beyond that they are unreadable
 
 
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def new_figure(width: float, height: float):
+    """A bare matplotlib ``Figure`` on an Agg canvas (no pyplot: the caller's backend is left alone).
+
+    Example:
+        >>> fig = new_figure(6.0, 4.0); ax = fig.subplots()
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: optional, only for plots
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100)
@@ -30,22 +39,13 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", bbox_inches="tight")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a report is shared like any written file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically (``hf_unlearn.files``); returns the path.
+
+    Example:
+        >>> save_figure(fig, "runs/eval/plot.png")
+    """
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
 
 
 def _names(class_names: Sequence[str] | None, n: int, what: str = "class_names") -> list[str]:
@@ -91,7 +91,7 @@ def plot_accuracy_matrix(
 
         plot_accuracy_matrix(A, ["T-shirt", "Trouser", ...], "out/accuracy_matrix.png")
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib: optional, only for plots
 
     A = _matrix(A, "A")
     if A.shape[0] != A.shape[1]:
@@ -99,7 +99,7 @@ def plot_accuracy_matrix(
     names = _names(class_names, A.shape[0])
     n = A.shape[0]
     side = min(max(4.0, 0.55 * n + 2.0), 40.0)
-    fig = _new_figure(side + 1.2, side)
+    fig = new_figure(side + 1.2, side)
     ax = fig.add_subplot(1, 1, 1)
     cmap = colormaps["viridis"]
     im = ax.imshow(np.ma.masked_invalid(A), cmap=cmap, vmin=0.0, vmax=100.0)
@@ -111,7 +111,7 @@ def plot_accuracy_matrix(
     ax.set_ylabel("forgotten class c (row)")
     ax.set_title(title or "Accuracy A[c][y] (%): diagonal = forget accuracy")
     _cell_text(ax, A, ".0f" if n > 12 else ".1f", 0.0, 100.0, cmap)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _FA_KEYS = ("forget_acc", "forget_acc_per_class")
@@ -176,7 +176,7 @@ def plot_forget_retain(
         values[label] = (fa, ra)
 
     width_in = min(max(6.0, 0.5 * n * max(1, len(values)) * 0.6 + 2.0), 40.0)
-    fig = _new_figure(width_in, 7.0)
+    fig = new_figure(width_in, 7.0)
     x = np.arange(n)
     bar_w = 0.8 / len(values)
     for k, (panel, what) in enumerate((("forget accuracy (%)", 0), ("retain accuracy (%)", 1))):
@@ -201,7 +201,7 @@ def plot_forget_retain(
             ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncol=len(values), frameon=False)
             fig.suptitle(title or "Per-class forget and retain accuracy (row c forgets class c)")
     fig.axes[-1].set_xlabel("forgotten class c")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_filter_sparsity(
@@ -226,7 +226,7 @@ def plot_filter_sparsity(
         share = {name: (alpha < 0.5).float().mean(1).numpy() for name, alpha in filters.items()}
         plot_filter_sparsity(share, class_names, "out/filter_sparsity.png")
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib: optional, only for plots
 
     if not isinstance(share_off, Mapping) or not share_off:
         raise ValueError("`share_off` must be a non-empty dict {layer_name: array(num_classes)}.")
@@ -250,7 +250,7 @@ def plot_filter_sparsity(
     names = _names(class_names, n)
     M = 100.0 * M  # shown in percent, cells and colour bar alike
     vmax = max(100.0 * float(finite.max()) if finite.size else 0.0, 1e-4)
-    fig = _new_figure(min(max(5.0, 0.5 * n + 4.0), 40.0), min(max(3.0, 0.28 * len(layers) + 2.0), 60.0))
+    fig = new_figure(min(max(5.0, 0.5 * n + 4.0), 40.0), min(max(3.0, 0.28 * len(layers) + 2.0), 60.0))
     ax = fig.add_subplot(1, 1, 1)
     cmap = colormaps["magma"]
     im = ax.imshow(M, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
@@ -262,7 +262,7 @@ def plot_filter_sparsity(
     ax.set_title(title or "Filters switched off (%), per layer and row")
     if len(layers) <= 40:
         _cell_text(ax, M, ".0f" if vmax >= 10 else ".1f", 0.0, vmax, cmap)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 
@@ -289,7 +289,7 @@ def plot_probe_tradeoff(
     if not points:
         raise ValueError("`points` is empty: nothing to plot.")
     style = {"base": ("s", "#7f7f7f"), "retrain": ("*", "#1f77b4"), "wf": ("o", "#d62728"), "peer": ("^", "#2ca02c")}
-    fig = _new_figure(7.5, 5.0)
+    fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot(1, 1, 1)
     for label, xy in points.items():
         x, y = (float(v) for v in xy)
@@ -306,4 +306,4 @@ def plot_probe_tradeoff(
     ax.set_ylabel("retain drop, points (lower = better)")
     ax.set_title(title or "Removal from the features vs retained accuracy", fontsize=10)
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

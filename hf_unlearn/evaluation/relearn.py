@@ -34,6 +34,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.tensors import TensorDictDataset, collate_batches
+from ..modeling import classifier_module
+from .predict import Predictor, run_predictors
 
 __all__ = ["RELEARN_MODES", "DEFAULT_RELEARN_LR", "kshot_relearn", "relearn_indices", "check_relearn_budget"]
 
@@ -80,15 +86,12 @@ def relearn_indices(train_labels: Any, shots: int, seed: int = 0) -> np.ndarray:
 
 
 def _accuracy(model, pixels, labels, batch_size: int) -> float:
-    import torch
-
+    """Accuracy (%) of ``model`` on in-memory tensors, through the one prediction engine; NaN when empty."""
     if len(labels) == 0:
         return float("nan")
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(labels), batch_size):
-            logits = model(pixel_values=pixels[i:i + batch_size]).logits
-            correct += int((logits.argmax(-1) == labels[i:i + batch_size]).sum())
+    loader = DataLoader(TensorDictDataset(pixels, labels), batch_size=batch_size, collate_fn=collate_batches)
+    out = run_predictors([Predictor("model", model)], loader, progress=False)
+    correct = int((out["model"]["preds"][0] == out["labels"]).sum())
     return float(100.0 * correct / len(labels))
 
 
@@ -124,10 +127,6 @@ def kshot_relearn(
         ``{"forget_acc", "forget_acc_before", "retain_acc", "shots", "steps", "mode", "learning_rate",
         "n_train", "n_test_forget"}`` (accuracies in %; ``retain_acc`` NaN when no other test samples).
     """
-    import torch
-
-    from .suite import classifier_module
-
     check_relearn_budget([shots], steps, [mode])
     lr = DEFAULT_RELEARN_LR[mode] if learning_rate is None else float(learning_rate)
     if not lr > 0:

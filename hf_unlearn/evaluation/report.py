@@ -20,54 +20,27 @@ Both files are written atomically (temporary file, then ``os.replace``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GLOSSARY", "environment_info", "to_jsonable", "write_report"]
+from ..files import atomic_write_text
+from .definitions import format_definitions
+
+__all__ = ["environment_info", "render_markdown", "to_jsonable", "write_report"]
 
 _PACKAGES = (
     "hf_unlearn", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate",
     "scikit-learn", "numpy",
 )
-
-GLOSSARY = {
-    "FA (forget accuracy)": "accuracy (%) on test samples of the forgotten class(es); target ~0 "
-    "(a model retrained without them scores 0). UA = 100 - FA.",
-    "RA (retain accuracy)": "accuracy (%) on all other test samples, sample-weighted "
-    "(RA_c = sum_{y!=c} n_y A[c][y] / sum_{y!=c} n_y).",
-    "base RA / drop": "the original model's accuracy on the same retain samples; drop = base RA - RA "
-    "in points (negative = better than the base).",
-    "A[c][y]": "accuracy on test class y with row c selected (the model forgets class c); "
-    "mean FA = mean diagonal, mean RA = mean of RA_c over rows.",
-    "sampled RA": "above ~20 classes, RA is estimated from random (row, sample) pairs, stratified by "
-    "row; unbiased, reported with its standard error.",
-    "MIA-efficacy": "SalUn membership inference: an RBF SVC (C=3) on true-label confidence, fitted on "
-    "retain-train (members) vs retained-class test samples (non-members), applied to the forget "
-    "training samples; % judged non-member (higher = more forgotten).",
-    "ZRF": "1 - mean Jensen-Shannon divergence (base-2 logs, so in [0, 1]) between the model and a "
-    "randomly initialised copy on the forget samples; 1 = indistinguishable from random.",
-    "linear probe": "class-balanced logistic regression on standardised penultimate features, "
-    "'is this class c?'; balanced accuracy 50% / AUC 0.5 = cannot tell class c apart.",
-    "few-shot probe": "nearest-class-mean classifier from `shots` labelled samples per class (the "
-    "report's settings.few_shot_shots, 5 by default) on the penultimate features, scored on the forgotten class's test samples (%); the base model's value = "
-    "still encoded (logit masking scores exactly that), near the retrain = removed.",
-    "linear CKA to retrain": "centred kernel alignment of the forgotten class's test features with the "
-    "retrained model's (same samples), in [0, 1]; unlearned next to base: higher than the base = the "
-    "representation moved towards the oracle's.",
-    "k-shot relearning": "forgotten class's test accuracy (%) after fine-tuning a copy for a fixed budget "
-    "on k labelled samples per class (head only or full model); read as the gap to the retrain under "
-    "the same budget (the base's value is the other end).",
-    "retrain": "the gold standard: a model trained from scratch without the forgotten class(es).",
-}
-
 
 # --------------------------------------------------------------------------------------------
 # environment
@@ -75,8 +48,6 @@ GLOSSARY = {
 
 
 def _version(dist: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -139,28 +110,10 @@ def to_jsonable(obj: Any) -> Any:
         items = sorted(obj) if isinstance(obj, (set, frozenset)) else obj
         return [to_jsonable(v) for v in items]
     if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
         return to_jsonable(dataclasses.asdict(obj))
     if hasattr(obj, "to_dict"):
         return to_jsonable(obj.to_dict())
     return str(obj)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a report is shared like any written file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +265,13 @@ _SECTIONS = (
 )
 
 
-def _markdown(report: Mapping[str, Any]) -> str:
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The Markdown summary of a JSON-ready report (what :func:`write_report` writes as ``report.md``).
+
+    Example:
+        >>> render_markdown({"model": "org/resnet", "accuracy": {"forget_acc": 0.0, "retain_acc": 91.2}})[:30]
+        '# Unlearning report: org/resnet'
+    """
     names = report.get("class_names")
     names = list(names) if isinstance(names, (list, tuple)) else None
     title = report.get("title") or f"Unlearning report: {report.get('model', 'model')}"
@@ -338,7 +297,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
                        + (f", {steps} steps" if steps else "") + ": forget-class accuracy after (%)")
             lines += _metric_block(heading, by_model, names)
     known = set(_HEADER_KEYS) | {k for k, _ in _SECTIONS} | {"relearn"} | {
-        "accuracy", "retrain", "environment", "class_names", "title", "notes",
+        "accuracy", "retrain", "environment", "class_names", "title", "notes", "definitions",  # -> Glossary
     }
     other = {k: v for k, v in report.items() if k not in known}
     if other:
@@ -359,9 +318,19 @@ def _markdown(report: Mapping[str, Any]) -> str:
             "",
         ]
     lines += ["## Glossary", ""]
-    lines += [f"- **{k}**: {v}" for k, v in GLOSSARY.items()]
+    lines += [f"- **{k}**: {v}" for k, v in _glossary(report).items()]
     lines.append("")
     return "\n".join(lines)
+
+
+def _glossary(report: Mapping[str, Any]) -> Mapping[str, str]:
+    """The report's own filled definitions (the suite writes them), else the table at its settings."""
+    if isinstance(report.get("definitions"), Mapping):
+        return report["definitions"]
+    settings = report.get("settings") or {}
+    fill = {"shots": settings.get("few_shot_shots"), "draws": settings.get("few_shot_draws"),
+            "relearn_steps": settings.get("relearn_steps")}
+    return format_definitions(**{k: v for k, v in fill.items() if v is not None})
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, *, name: str = "report",
@@ -391,7 +360,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike, *, name:
     data = to_jsonable(data)
     out = Path(out_dir)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    _atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     # ``markdown``: another renderer of the same JSON-ready dict (e.g. hf_unlearn.explain.report.markdown)
-    _atomic_write_text(md_path, (markdown or _markdown)(data))
+    atomic_write_text(md_path, (markdown or render_markdown)(data))
     return json_path, md_path

@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .predict import evaluate_sets
+
 
 def random_sets(num_classes: int, size: int, count: int, seed: int = 0) -> list[list[int]]:
     """``count`` distinct random sets of ``size`` classes (all of them if there are fewer), seeded, sorted.
@@ -71,8 +73,6 @@ def evaluate_set_sizes(adapter, loader, set_sizes: Sequence[int], sets_per_size:
     Returns ``{"by_size": {"3": summary, ...}, "sets": {"3": [per-set results], ...}}`` (percent); one
     pass over ``loader`` per size, every set of that size in the same forward.
     """
-    from .predict import evaluate_sets
-
     sizes = sorted({int(s) for s in set_sizes})
     sets_by_size = {s: random_sets(adapter.num_classes, s, sets_per_size, seed=seed) for s in sizes}  # checks first
     out: dict = {"set_sizes": sizes, "sets_per_size": sets_per_size, "seed": seed, "by_size": {}, "sets": {}}

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..evaluation.report import render_markdown, to_jsonable
 from ..files import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -233,16 +234,12 @@ def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None
     >>> Path("report.md").write_text(report_markdown(load_report("runs/wf-resnet"), adapter.id2label.values()))
     ```
     """
-    # Deferred: hf_unlearn.evaluation's package imports its suite, which imports the adapter, which
-    # imports this module (through hub.cards); by the time a report is rendered all are loaded.
-    from ..evaluation.report import _markdown, to_jsonable
-
     data = dict(report)
     if class_names and not data.get("class_names"):
         data["class_names"] = list(class_names)
     if isinstance(data.get("evaluation"), Mapping) and "accuracy" not in data:
         data = _old_format_as_report(data)
-    return _markdown(to_jsonable(data))
+    return render_markdown(to_jsonable(data))
 
 
 def write_report_files(report, folder: Union[str, os.PathLike], class_names: Optional[Sequence[str]] = None
@@ -256,8 +253,6 @@ def write_report_files(report, folder: Union[str, os.PathLike], class_names: Opt
     >>> write_report_files("runs/wf-resnet/untraining_metrics.json", "staging", adapter.id2label.values())
     ```
     """
-    from ..evaluation.report import to_jsonable  # deferred: see report_markdown
-
     data = load_report(report)
     if data is None:
         return None

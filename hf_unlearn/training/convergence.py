@@ -252,12 +252,12 @@ def plot_convergence(history: Sequence[dict], path, *, target_forget_acc: float 
     >>> plot_convergence(metrics["convergence"]["history"], "runs/wf/convergence.png")
     ```
     """
-    from ..evaluation.plots import _new_figure, _save
+    from ..evaluation.plots import new_figure, save_figure
 
     if not history:
         raise ValueError("No convergence measurement to plot (was eval_every > 0?).")
     steps = [h["step"] for h in history]
-    fig = _new_figure(7, 3.6)
+    fig = new_figure(7, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(steps, [h["worst_forget_acc"] for h in history], "o-", color="#d62728", label="worst-row forget acc %")
     ax.plot(steps, [h["mean_forget_acc"] for h in history], ".--", color="#ff9896", label="mean forget acc %")
@@ -275,7 +275,7 @@ def plot_convergence(history: Sequence[dict], path, *, target_forget_acc: float 
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper right")
     ax.set_title(title or "untraining convergence (validation split)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -- the glue the untraining loop calls (hf_unlearn.training.untrain) ----------------------------------

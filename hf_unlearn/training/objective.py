@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.suite import classifier_module
+from ..modeling import classifier_module
 from ..tuners.weight_filter import WeightFilterLayer
 
 if TYPE_CHECKING:  # annotations only: untrain.py imports this module

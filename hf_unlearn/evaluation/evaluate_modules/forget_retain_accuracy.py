@@ -1,4 +1,4 @@
-"""Forget/retain accuracy as an `evaluate` metric module (self-contained, numpy only).
+"""Forget/retain accuracy as an `evaluate` metric module: a wrapper of ``hf_unlearn.evaluation.metrics.set_accuracy``.
 
 Load it offline from its path (no Hub access needed)::
 
@@ -10,12 +10,16 @@ Load it offline from its path (no Hub access needed)::
 
 Under DDP, gather predictions first (``accelerator.gather_for_metrics``) and compute on one
 process, or load with ``num_process``/``process_id`` and let evaluate combine the shards.
-It agrees with ``hf_unlearn.evaluation.metrics.set_accuracy`` (the test suite checks it).
+The numbers come from ``hf_unlearn.evaluation.metrics.set_accuracy`` (one implementation): evaluate
+copies this file into its modules cache and imports it there, so the package is imported by its absolute
+name (it must be installed, or on ``PYTHONPATH``), never relatively.
 """
 
 import datasets
 import evaluate
 import numpy as np
+
+from hf_unlearn.evaluation.metrics import set_accuracy
 
 _DESCRIPTION = """
 Accuracy of a class-unlearned classifier, split by the forgotten class set S (percent, 0-100):
@@ -69,35 +73,14 @@ class ForgetRetainAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, forget_classes=None):
-        preds = np.asarray(predictions, dtype=np.int64)
-        refs = np.asarray(references, dtype=np.int64)
-        if refs.size == 0:
-            raise ValueError("No predictions/references to score: the split is empty.")
-        if preds.shape != refs.shape:
-            raise ValueError(f"Mismatched lengths: {preds.size} predictions vs {refs.size} references.")
         if forget_classes is None:
             raise ValueError("Pass forget_classes=[...] (the forgotten class indices) to compute().")
-        if np.ndim(forget_classes) == 0:
-            forget_classes = [forget_classes]
-        forget = sorted({int(c) for c in forget_classes})
-        if not forget:
-            raise ValueError("`forget_classes` is empty: name at least one class to forget.")
-        present = set(np.unique(refs).tolist())
-        for c in forget:
-            if c not in present:
-                raise ValueError(
-                    f"Forget class {c} has no samples in `references` (classes present: {sorted(present)[:12]}"
-                    f"{' ...' if len(present) > 12 else ''}). Use the model's class indices, or evaluate on a "
-                    f"split that contains class {c}."
-                )
-        in_forget = np.isin(refs, forget)
-        if in_forget.all():
-            raise ValueError("Every sample belongs to the forget set: there is nothing to compute retain accuracy on.")
-        correct = preds == refs
+        result = set_accuracy(predictions, references, forget_classes)  # checks lengths, classes, empty sets
+        correct = np.asarray(predictions, dtype=np.int64) == np.asarray(references, dtype=np.int64)
         return {
-            "forget_accuracy": float(100.0 * correct[in_forget].mean()),
-            "retain_accuracy": float(100.0 * correct[~in_forget].mean()),
+            "forget_accuracy": result["forget_acc"],
+            "retain_accuracy": result["retain_acc"],
             "accuracy": float(100.0 * correct.mean()),
-            "n_forget": int(in_forget.sum()),
-            "n_retain": int((~in_forget).sum()),
+            "n_forget": result["n_forget"],
+            "n_retain": result["n_retain"],
         }

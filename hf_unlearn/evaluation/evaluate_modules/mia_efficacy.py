@@ -1,4 +1,4 @@
-"""MIA-efficacy (SalUn protocol) as an `evaluate` metric module (self-contained: numpy, sklearn).
+"""MIA-efficacy (SalUn protocol) as an `evaluate` metric module: a wrapper of ``hf_unlearn.evaluation.privacy.mia_efficacy``.
 
 The three sample groups travel as one column of confidences plus one column naming the group,
 so the module also works with evaluate's batching and distributed combination::
@@ -11,13 +11,16 @@ so the module also works with evaluate's batching and distributed combination::
     mia.add_batch(confidences=conf_forget_train, groups=["forget_train"] * len(conf_forget_train))
     mia.compute(seed=0)   # {'mia_efficacy': 97.4, 'n_members': ..., 'n_nonmembers': ..., 'n_forget': ...}
 
-It agrees with ``hf_unlearn.evaluation.metrics.mia_efficacy`` (the test suite checks it).
+The number comes from ``hf_unlearn.evaluation.privacy.mia_efficacy`` (one implementation): evaluate
+copies this file into its modules cache and imports it there, so the package is imported by its absolute
+name (it must be installed, or on ``PYTHONPATH``), never relatively.
 """
 
 import datasets
 import evaluate
 import numpy as np
-from sklearn.svm import SVC
+
+from hf_unlearn.evaluation.privacy import mia_efficacy
 
 GROUPS = ("retain_train", "test_retain", "forget_train")
 
@@ -76,15 +79,8 @@ class MiaEfficacy(evaluate.Metric):
     def _compute(self, confidences, groups, seed=0, max_samples=None):
         conf = np.asarray(confidences, dtype=np.float64)
         groups = np.asarray(groups, dtype=object)
-        if conf.size == 0:
-            raise ValueError("No confidences to score: the inputs are empty.")
         if conf.shape != groups.shape:
             raise ValueError(f"Mismatched lengths: {conf.size} confidences vs {groups.size} groups.")
-        if not np.all(np.isfinite(conf)):
-            raise ValueError("`confidences` contain NaN/inf.")
-        if conf.min() < -1e-6 or conf.max() > 1.0 + 1e-6:  # tolerate float32 rounding of a softmax
-            raise ValueError("`confidences` must be softmax probabilities of the true label, in [0, 1].")
-        conf = np.clip(conf, 0.0, 1.0)
         unknown = set(groups.tolist()) - set(GROUPS)
         if unknown:
             raise ValueError(f"Unknown group(s) {sorted(unknown)}; each group must be one of {list(GROUPS)}.")
@@ -92,18 +88,11 @@ class MiaEfficacy(evaluate.Metric):
         for name, arr in zip(GROUPS, (retain, nonmembers, forget)):
             if arr.size == 0:
                 raise ValueError(f"No samples in group {name!r}; all three groups are required.")
-        rng = np.random.default_rng(seed)
-        if max_samples is not None and len(nonmembers) > int(max_samples):
-            nonmembers = rng.choice(nonmembers, size=int(max_samples), replace=False)
-        n_members = min(len(retain), len(nonmembers))
-        members = rng.choice(retain, size=n_members, replace=False)
-        X = np.concatenate([members, nonmembers])[:, None]
-        y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
-        clf = SVC(C=3, gamma="auto", kernel="rbf").fit(X, y)
-        pred = clf.predict(forget[:, None])
+        efficacy = mia_efficacy(retain, nonmembers, forget, seed=seed, max_samples=max_samples)  # checks values
+        n_nonmembers = len(nonmembers) if max_samples is None else min(len(nonmembers), int(max_samples))
         return {
-            "mia_efficacy": float(100.0 * np.mean(pred == 0)),
-            "n_members": int(len(members)),
-            "n_nonmembers": int(len(nonmembers)),
+            "mia_efficacy": efficacy,
+            "n_members": int(min(len(retain), n_nonmembers)),
+            "n_nonmembers": int(n_nonmembers),
             "n_forget": int(len(forget)),
         }
