@@ -29,15 +29,17 @@ EXPORTED = "test-org/vit-without-bee"
 CLASSES = ["ant", "bee", "cat", "dog"]
 PEFT_CARD_MARK = "# Model Card for Model ID"  # the heading of PEFT's own README template
 
-# An untraining_metrics.json as `hf-unlearn train` writes it (abridged).
+# An untraining_metrics.json as `hf-unlearn train` writes it (abridged): the evaluation suite's format
+# plus the round's own fields.
 METRICS = {
-    "untraining_time_s": 12.5, "steps": 40, "epochs": 2, "base_model": BASE, "dataset": "fashion_mnist",
-    "seed": 3, "versions": {"torch": "2.13.0", "transformers": "5.24.0"},
-    "evaluation": {
-        "split": "test", "n_samples": 400, "base_accuracy": 91.0, "mean_forget_acc": 1.25,
-        "mean_retain_acc": 88.5, "mean_base_retain_acc": 90.75, "mean_retain_drop": 2.25,
-        "forget_acc_per_class": [0.0, 2.0, 1.0, 2.0], "retain_acc_per_class": [88.0, 89.0, 88.0, 89.0],
-        "base_retain_acc_per_class": [90.0, 91.0, 91.0, 91.0],
+    "untraining_time_s": 12.5, "steps": 40, "epochs": 2, "base_model": BASE, "model": BASE, "dataset": "fashion_mnist",
+    "seed": 3, "split": "test", "settings": {"n_test": 400}, "base_accuracy": 91.0,
+    "environment": {"versions": {"torch": "2.13.0", "transformers": "5.24.0"}},
+    "stop_reason": "converged", "history": [{"step": 20, "worst_forget_acc": 3.0}],
+    "accuracy": {
+        "method": "exact", "mean_forget_acc": 1.25, "mean_retain_acc": 88.5, "mean_base_retain_acc": 90.75,
+        "mean_retain_drop": 2.25, "forget_acc_per_class": [0.0, 2.0, 1.0, 2.0],
+        "retain_acc_per_class": [88.0, 89.0, 88.0, 89.0], "base_retain_acc_per_class": [90.0, 91.0, 91.0, 91.0],
     },
 }
 # An evaluation report as hf_unlearn.evaluation.report.write_report takes it.
@@ -273,7 +275,7 @@ def test_card_loads_back_with_its_eval_results(pulled):
     assert old == {"forget_accuracy": 3.0, "retain_accuracy": 80.0, "base_retain_accuracy": 85.0,
                    "mia_efficacy": 97.5, "zrf": 0.625}
     assert "retrain FA (%)" in pulled["old_card"]["text"]
-    assert pulled["report"]["evaluation"]["mean_forget_acc"] == 1.25  # report.json as given
+    assert pulled["report"]["accuracy"]["mean_forget_acc"] == 1.25  # report.json as given
 
 
 def test_exported_model_loads_with_plain_transformers_and_its_card_names_the_classes(pulled, world):
@@ -426,12 +428,12 @@ def test_cards_round_trip_and_tolerate_missing_keys(tmp_path):
     assert {e.metric_type: e.metric_value for e in loaded.data.eval_results}["mia_efficacy"] == 97.5
     assert loaded.data.eval_results[0].dataset_split == "test"
 
-    for report in (None, {}, {"evaluation": {}}, {"evaluation": {"mean_forget_acc": None}}, {"dataset": "digits"}):
+    for report in (None, {}, {"accuracy": {}}, {"accuracy": {"mean_forget_acc": None}}, {"dataset": "digits"}):
         text = adapter_card(adapter, report).content
         assert "No evaluation was published" in text
         assert "model-index" not in text
     # only some numbers: the card shows those
-    partial = adapter_card(adapter, {"evaluation": {"forget_acc_per_class": [0.0, 10.0]}}).content
+    partial = adapter_card(adapter, {"accuracy": {"forget_acc_per_class": [0.0, 10.0]}}).content
     assert "forget_accuracy" in partial and "5.0" in partial
 
     model = make_adapter(1).export(forget=["bee", "dog"])

@@ -127,7 +127,8 @@ def _mapping(r: Mapping, key: str) -> Mapping:
 
 
 def summarize_report(report: Optional[Mapping]) -> dict:
-    """The numbers a card shows, from either report format; absent values are ``None``.
+    """The numbers a card shows, from an evaluation report (``report.json``, or the untraining job's
+    ``untraining_metrics.json``, which has the same format); absent values are ``None``.
 
     Keys: ``dataset``, ``split``, ``n_samples``, ``base_model``, ``seed``, ``class_names``,
     ``mean_forget_acc``, ``mean_retain_acc``, ``mean_base_retain_acc``, ``mean_retain_drop``,
@@ -139,9 +140,7 @@ def summarize_report(report: Optional[Mapping]) -> dict:
     ``untraining_time_s``, ``epochs``, ``steps``, ``versions``, ``representation``.
     """
     r = dict(report or {})
-    # OLD FORMAT (untraining_metrics.json's "evaluation" section): the integrator deletes this
-    # branch once the untraining job writes the evaluation suite's format (`accuracy`).
-    src: Mapping = _mapping(r, "evaluation") or _mapping(r, "accuracy")
+    src: Mapping = _mapping(r, "accuracy")
     settings = _mapping(r, "settings")
     out = {
         "dataset": r.get("dataset") or src.get("dataset"),
@@ -237,8 +236,7 @@ def report_markdown(report: Mapping, class_names: Optional[Sequence[str]] = None
     data = dict(report)
     if class_names and not data.get("class_names"):
         data["class_names"] = list(class_names)
-    if isinstance(data.get("evaluation"), Mapping) and "accuracy" not in data:
-        data = _old_format_as_report(data)
+    data = _round_as_cost(data)
     return render_markdown(to_jsonable(data))
 
 
@@ -261,28 +259,21 @@ def write_report_files(report, folder: Union[str, os.PathLike], class_names: Opt
     return data
 
 
-def _old_format_as_report(data: Mapping) -> dict:
-    """OLD FORMAT: an ``untraining_metrics.json`` in the evaluation report's shape. The integrator
-    deletes this once the untraining job writes the evaluation suite's format."""
-    ev = data["evaluation"]
-    out = {
-        "title": f"Unlearning report: {data.get('base_model', 'model')}",
-        "model": data.get("base_model"),
-        "dataset": data.get("dataset"),
-        "split": ev.get("split"),
-        "seed": data.get("seed"),
-        "class_names": data.get("class_names"),
-        "accuracy": {k: v for k, v in ev.items() if k not in ("split", "n_samples", "matrix")},
-        "cost": {k: data[k] for k in ("untraining_time_s", "steps", "epochs", "num_processes") if k in data} or None,
-    }
-    machine, versions = data.get("machine"), data.get("versions")
-    if isinstance(machine, Mapping) and machine.get("python"):
-        out["environment"] = {**machine, "versions": versions if isinstance(versions, Mapping) else {}}
-        if machine.get("cuda_device"):
-            out["environment"]["gpus"] = [machine["cuda_device"]]
-    elif isinstance(versions, Mapping):
-        out["versions"] = versions
-    return {k: v for k, v in out.items() if v is not None}
+# The untraining job's own fields (untraining_metrics.json): its cost goes in a `cost` table; the
+# round's trace (history, convergence, class weights, why it stopped) is for plots, not for a card.
+ROUND_COST_KEYS = ("untraining_time_s", "untraining_cpu_time_s", "steps", "epochs", "num_processes")
+ROUND_TRACE_KEYS = ("history", "convergence", "forget_class_weights", "stop_reason", "stop_explanation",
+                    "budget_steps", "classes_without_training_rows")
+
+
+def _round_as_cost(data: dict) -> dict:
+    """An ``untraining_metrics.json`` as the report renderer takes it: cost together, trace left out."""
+    cost = {k: data[k] for k in ROUND_COST_KEYS if k in data}
+    if not cost:
+        return data
+    out = {k: v for k, v in data.items() if k not in ROUND_COST_KEYS + ROUND_TRACE_KEYS}
+    out["cost"] = {**cost, **{k: data[k] for k in ("stop_reason",) if k in data}}
+    return out
 
 
 def looks_like_hub_id(name: Any) -> bool:
