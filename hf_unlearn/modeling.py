@@ -89,8 +89,9 @@ def classifier_module(model) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def capture_classifier_input(module: torch.nn.Module) -> Iterator[list]:
-    """Within the block, every forward of ``module`` appends its input, detached and flattened to ``(B, D)``.
+def capture_classifier_input(module: torch.nn.Module, *, detach: bool = True) -> Iterator[list]:
+    """Within the block, every forward of ``module`` appends its input, flattened to ``(B, D)`` and
+    detached (``detach=False`` keeps the graph: the untraining round's feature terms train through it).
 
     Example:
         >>> with capture_classifier_input(classifier_module(model)) as store:
@@ -101,7 +102,7 @@ def capture_classifier_input(module: torch.nn.Module) -> Iterator[list]:
 
     def hook(_module, args, kwargs):
         x = args[0] if args else next(iter(kwargs.values()))
-        store.append(x.detach().flatten(1))
+        store.append((x.detach() if detach else x).flatten(1))
 
     handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     try:

@@ -28,9 +28,11 @@ class _ThenLeaveGroup:
 
     def __call__(self, *args):
         self.function(*args)
-        from hf_unlearn.run_utils import end_distributed
+        from accelerate import Accelerator
 
-        end_distributed()
+        accelerator = Accelerator()  # the state the function's own Accelerator set up
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
 
 
 def launch_two_ranks(function, *args, env=None):

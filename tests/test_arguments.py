@@ -44,3 +44,16 @@ def test_abbreviations_and_missing_required_fail():
         parse_arguments((_Job,), ["--output", "x"])
     with pytest.raises(SystemExit):
         parse_arguments((_Job,), [])
+
+
+@dataclass
+class _Lists:
+    shots: list[int] = field(default_factory=lambda: [1], metadata={"nargs": "*", "help": "none = skip"})
+    sizes: list[int] = field(default_factory=lambda: [2])
+
+
+def test_a_list_marked_nargs_star_accepts_no_value():
+    (lists,) = parse_arguments((_Lists,), ["--shots"])
+    assert lists.shots == [] and lists.sizes == [2]
+    with pytest.raises(SystemExit):  # the others keep HfArgumentParser's "one or more"
+        parse_arguments((_Lists,), ["--sizes"])

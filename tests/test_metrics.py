@@ -438,7 +438,7 @@ def test_evaluate_modules_offline(tmp_path):
         metric_path("accuracy")
 
 
-def test_package_import_is_light():
+def test_evaluation_package_import_adds_nothing_heavy():
     # only what hf_unlearn.evaluation adds on top of the parent package counts
     code = (
         "import sys, hf_unlearn\n"

@@ -65,7 +65,7 @@ class BenchmarkArguments:
     classes: Optional[list[int]] = field(default=None, metadata={
         "help": "classes for the peers (default: 3 drawn with --seed)"})
     num_peer_classes: int = 3
-    all_class_methods: list[str] = field(default_factory=lambda: list(FAST_METHODS), metadata={
+    all_class_methods: list[str] = field(default_factory=lambda: list(FAST_METHODS), metadata={"nargs": "*",
         "help": "peers run on every class (fast, gradient-free)"})
     retrain_classes: list[str] = field(default_factory=lambda: ["all"], metadata={"help": "'all' or class ids"})
     hparams: Optional[str] = field(default=None, metadata={
@@ -83,7 +83,7 @@ class BenchmarkArguments:
     max_probe_samples: Optional[int] = 10_000
     eval_batch_size: int = 256
     few_shot_shots: int = field(default=5, metadata={"help": "few-shot probe: labelled samples per class"})
-    relearn_shots: list[int] = field(default_factory=list, metadata={
+    relearn_shots: list[int] = field(default_factory=list, metadata={"nargs": "*",
         "help": "k-shot relearning budgets (samples per class), e.g. 1 5 25; not given = skip"})
     relearn_steps: int = field(default=30, metadata={"help": "k-shot relearning: optimiser steps"})
     relearn_modes: list[str] = field(default_factory=lambda: ["head", "full"], metadata={"choices": ["head", "full"]})

@@ -38,11 +38,11 @@ from ..baselines.tuning import stratified_split, tune_peer
 from ..data.loaders import subsample
 from ..data.loading import load_image_dataset
 from ..data.transforms import to_tensor_dataset
-from ..evaluation.definitions import DEFINITIONS
+from ..evaluation.definitions import format_definitions
 from ..evaluation.report import to_jsonable
 from ..evaluation.suite import evaluate_unlearning
 from ..files import atomic_write_text
-from ..run_utils import package_versions
+from ..environment import environment_info
 from ..commands.arguments import load_config
 from ..commands.train_base import TrainBaseArguments
 from ..training.base import train_base
@@ -54,10 +54,10 @@ from .rows import (evaluate, mean, method_cost, representation_kwargs, row_from_
 from .tables import fmt, markdown, scatter, tradeoff
 from .timing import time_forward
 
-__all__ = ["run_benchmark", "BenchmarkSetup", "train_or_load_base", "train_or_load_wf", "BENCHMARK_DEFINITIONS"]
+__all__ = ["run_benchmark", "BenchmarkSetup", "train_or_load_base", "train_or_load_wf", "BENCHMARK_COLUMNS", "benchmark_definitions"]
 
-BENCHMARK_DEFINITIONS = {
-    **DEFINITIONS,
+# What the benchmark's own columns mean (the suite's definitions come with the run's settings filled in).
+BENCHMARK_COLUMNS = {
     "RA drop": "base model's RA on the same test samples minus the method's RA (pt); negative = better "
                "than base (removing a class removes its confusions).",
     "time to serve all N": "WF: its one untraining round; a peer run on every class: the measured sum; "
@@ -224,14 +224,20 @@ def new_result(args, s: BenchmarkSetup) -> dict:
                      "peer_classes": s.peer_classes, "classes_per_method": s.classes_of, "device": str(s.device),
                      "torch_threads": torch.get_num_threads(),
                      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-                     "versions": package_versions()},
+                     "versions": environment_info()["versions"]},
         "base": {"dir": str(s.base_dir), "model_type": base.config.model_type,
                  "num_parameters": sum(p.numel() for p in base.parameters()), "param_bytes": param_bytes(base),
                  "test_accuracy_pct": (100.0 * metrics["test_accuracy"]) if "test_accuracy" in metrics else None,
                  "train_time_s": metrics.get("train_time_s")},
         "methods": {}, "tuning": {},
-        "definitions": BENCHMARK_DEFINITIONS,
+        "definitions": benchmark_definitions(args),
     }
+
+
+def benchmark_definitions(args) -> dict[str, str]:
+    """Every column's definition, the suite's with this run's shot count and relearning budget."""
+    suite = format_definitions(shots=args.few_shot_shots, relearn_steps=args.relearn_steps)
+    return {**suite, **BENCHMARK_COLUMNS}
 
 
 def fixed_hparams(args, s: BenchmarkSetup, name: str) -> dict:

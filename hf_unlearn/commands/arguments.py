@@ -54,11 +54,24 @@ def build_parser(dataclass_types: Iterable[type], *, prog: Optional[str] = None,
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(tuple(dataclass_types), prog=prog, description=description, allow_abbrev=False)
+    _allow_empty_lists(parser, dataclass_types)
     for name in positional:
         _make_positional(parser, name)
     if config:
         parser.add_argument("--config", default=None, help="YAML file whose keys pre-fill these options (flags win)")
     return parser
+
+
+def _allow_empty_lists(parser, dataclass_types: Iterable[type]) -> None:
+    """A list field with ``metadata={"nargs": "*"}`` accepts the flag with no value (an empty list).
+
+    HfArgumentParser gives every list ``nargs="+"``; options like ``--relearn_shots`` (none = skip)
+    need ``"*"``, which it overrides, so it is set on the parsed action afterwards.
+    """
+    wanted = {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.metadata.get("nargs") == "*"}
+    for action in parser._actions:  # argparse has no public way to change an added option
+        if action.dest in wanted:
+            action.nargs = "*"
 
 
 def parse_arguments(dataclass_types: Iterable[type], argv: Optional[Sequence[str]] = None, *,

@@ -18,9 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from accelerate import Accelerator
+
 from ..evaluation.job import run_evaluation
 from ..evaluation.relearn import RELEARN_MODES
-from ..run_utils import end_distributed
 from .arguments import DataArguments, RuntimeArguments, parse_arguments
 
 __all__ = ["EvaluationArguments", "SplitArguments", "TargetArguments", "main"]
@@ -77,7 +78,7 @@ class EvaluationArguments:
     max_probe_samples: int = field(default=10_000, metadata={"help": "probe subset per split (0 = all)"})
     few_shot_shots: int = field(default=5, metadata={"help": "few-shot probe: labelled samples per class"})
     few_shot_draws: int = field(default=10, metadata={"help": "few-shot probe: seeded repetitions"})
-    relearn_shots: list[int] = field(default_factory=list, metadata={
+    relearn_shots: list[int] = field(default_factory=list, metadata={"nargs": "*",
         "help": "k-shot relearning budgets (samples per class), e.g. 1 5 25; none = skip"})
     relearn_steps: int = field(default=30, metadata={"help": "k-shot relearning: optimiser steps"})
     relearn_modes: list[str] = field(default_factory=lambda: list(RELEARN_MODES), metadata={
@@ -106,5 +107,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(ARGUMENT_TYPES, argv, prog="hf-unlearn evaluate", description=DESCRIPTION)
     report = run_evaluation(*arguments, argv=argv)
-    end_distributed()
+    # Leave the process group cleanly (a gloo group alive at interpreter exit can abort the process
+    # after all the work was done, failing the launcher); the barrier first, so no rank tears down
+    # while another still communicates. The Accelerator shares the state run_evaluation set up.
+    accelerator = Accelerator(cpu=arguments[-1].cpu)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return report

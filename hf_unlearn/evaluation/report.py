@@ -21,69 +21,18 @@ Both files are written atomically (temporary file, then ``os.replace``).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import math
 import os
-import platform
-import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..environment import environment_info
 from ..files import atomic_write_text
 from .definitions import format_definitions
 
 __all__ = ["environment_info", "render_markdown", "to_jsonable", "write_report"]
-
-_PACKAGES = (
-    "hf_unlearn", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate",
-    "scikit-learn", "numpy",
-)
-
-# --------------------------------------------------------------------------------------------
-# environment
-# --------------------------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        module = sys.modules.get(dist.replace("-", "_"))
-        return getattr(module, "__version__", None) if module is not None else None
-
-
-def environment_info() -> dict[str, Any]:
-    """Versions and machine, for reproducibility. Reads package metadata; imports nothing heavy.
-
-    GPU details are added only when torch is already imported (it is, in any real evaluation).
-
-    Example:
-        >>> sorted(environment_info()["versions"])[:3]
-        ['accelerate', 'datasets', 'evaluate']
-    """
-    info: dict[str, Any] = {
-        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "versions": {name: _version(name) for name in _PACKAGES},
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            info["torch_threads"] = torch.get_num_threads()
-            cuda = torch.cuda.is_available()
-            info["cuda"] = torch.version.cuda if cuda else None
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-        except Exception:  # never let an exotic build break report writing
-            pass
-    return info
-
 
 # --------------------------------------------------------------------------------------------
 # JSON

@@ -23,12 +23,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster.hierarchy import dendrogram
 
-from ..files import atomic_write
+from ..evaluation.plots import new_figure, save_figure
 from .common import as_batch, to_numpy
 from .faithfulness import curve_auc
 from .filters import as_maps, cluster_rows
@@ -40,16 +39,6 @@ __all__ = [
     "plot_saliency_overlays",
     "plot_auc_curves",
 ]
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
 
 
 def _short_layer_names(layers: Sequence[str]) -> list[str]:
@@ -83,7 +72,7 @@ def plot_filter_usage(usage: Mapping[str, Any], class_names, path, *, title: Opt
     names = _names(class_names, n)
     short = _short_layer_names(layers)
     width = min(max(8.0, 0.32 * L * 2 + 5.0), 60.0)
-    fig = _new_figure(width, min(max(3.5, 0.3 * n + 2.5), 40.0))
+    fig = new_figure(width, min(max(3.5, 0.3 * n + 2.5), 40.0))
     cmap = colormaps["magma"]
     for i, (M, label) in enumerate(((mean_off, "mean of 1 - alpha"),
                                      (share_off, f"share of units with alpha < {usage.get('threshold', 0.5)}"))):
@@ -99,7 +88,7 @@ def plot_filter_usage(usage: Mapping[str, Any], class_names, path, *, title: Opt
         if i == 0:
             ax.set_ylabel("class c (row)")
     fig.suptitle(title or "How much of each filtered layer each class's row switches off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_filter_maps(maps: Mapping[str, Any], class_names, path_prefix, *, per_page: int = 12,
@@ -122,7 +111,7 @@ def plot_filter_maps(maps: Mapping[str, Any], class_names, path_prefix, *, per_p
     for p, page in enumerate(pages):
         cols = min(3, len(page))
         rows = int(math.ceil(len(page) / cols))
-        fig = _new_figure(5.0 * cols, min(max(2.4, 0.22 * n + 1.4), 12.0) * rows + 0.6)
+        fig = new_figure(5.0 * cols, min(max(2.4, 0.22 * n + 1.4), 12.0) * rows + 0.6)
         fig.subplots_adjust(hspace=0.6, wspace=0.35)
         for j, layer in enumerate(page):
             ax = fig.add_subplot(rows, cols, j + 1)
@@ -136,7 +125,7 @@ def plot_filter_maps(maps: Mapping[str, Any], class_names, path_prefix, *, per_p
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         fig.suptitle(f"1 - alpha per class (rows) and unit: what each row switches off "
                      f"(page {p + 1}/{len(pages)})")
-        paths.append(_save(fig, prefix.with_name(f"{prefix.name}_{p + 1:02d}.png")))
+        paths.append(save_figure(fig, prefix.with_name(f"{prefix.name}_{p + 1:02d}.png")))
     return paths
 
 
@@ -159,7 +148,7 @@ def plot_similarity_confusion(similarity, confusion, class_names, path, *, clust
     np.fill_diagonal(Cn, np.nan)
     So = S[np.ix_(order, order)]
     side = min(max(4.0, 0.4 * n + 2.5), 30.0)
-    fig = _new_figure(2 * side + 2.0, side * 1.3)
+    fig = new_figure(2 * side + 2.0, side * 1.3)
     gs = fig.add_gridspec(2, 2, height_ratios=[1, 4], hspace=0.12, wspace=0.35)
     ax_d = fig.add_subplot(gs[0, 0])
     Z = clustering.get("linkage")
@@ -191,7 +180,7 @@ def plot_similarity_confusion(similarity, confusion, class_names, path, *, clust
     text = "similarity vs symmetrised confusion (off-diagonal pairs): "
     text += ", ".join(f"{k} {corr[k]:.3f}" if corr.get(k) is not None else f"{k} n/a" for k in ("spearman", "pearson"))
     fig.suptitle((title or "Which classes share filters, and which the base model confuses") + "\n" + text, fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _METHOD_TITLES = {"filter": "filter saliency", "filter_abs": "filter |A| saliency", "gradcam": "Grad-CAM",
@@ -223,7 +212,7 @@ def plot_saliency_overlays(images, maps: Mapping[str, Any], path, *, row_labels:
     b = x.shape[0]
     methods = list(maps)
     cols = 1 + len(methods)
-    fig = _new_figure(2.3 * cols, 2.4 * b + 0.8)
+    fig = new_figure(2.3 * cols, 2.4 * b + 0.8)
     for i in range(b):
         img = _display_image(x[i], image_mean, image_std)
         grey = img if img.ndim == 2 else img.mean(-1)
@@ -247,13 +236,13 @@ def plot_saliency_overlays(images, maps: Mapping[str, Any], path, *, row_labels:
                 ax.set_xlabel(cell_notes[m][i], fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_auc_curves(fractions, curves: Mapping[str, Mapping[str, Any]], path, *, title: Optional[str] = None) -> Path:
     """Mean deletion and insertion curves per method: ``curves = {method: {"deletion": (B, S+1), "insertion": ...}}``."""
     fr = to_numpy(fractions)
-    fig = _new_figure(10.0, 4.0)
+    fig = new_figure(10.0, 4.0)
     colors = {"filter": "#d62728", "filter_abs": "#ff7f0e", "gradcam": "#1f77b4", "random": "#7f7f7f"}
     for k, mode in enumerate(("deletion", "insertion")):
         ax = fig.add_subplot(1, 2, k + 1)
@@ -271,4 +260,4 @@ def plot_auc_curves(fractions, curves: Mapping[str, Mapping[str, Any]], path, *,
         ax.legend(fontsize=8)
         ax.set_title(f"{mode} ({'lower' if mode == 'deletion' else 'higher'} AUC = more faithful)", fontsize=10)
     fig.suptitle(title or "Mean RISE curves")
-    return _save(fig, path)
+    return save_figure(fig, path)

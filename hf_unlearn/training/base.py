@@ -40,7 +40,7 @@ from ..data.loaders import build_dataloader, class_subset, num_batches, subsampl
 from ..data.loading import check_labels_match, load_image_dataset
 from ..files import atomic_write_json, atomic_write_text
 from ..presets import DATASET_STATS, build_preset
-from ..run_utils import machine_info, package_versions
+from ..environment import environment_info
 
 if TYPE_CHECKING:  # the options live with the command, which imports this module
     from ..commands.train_base import TrainBaseArguments
@@ -257,7 +257,8 @@ def _fit(args: TrainBaseArguments, accelerator: Accelerator, model, optimizer, s
 def _metrics(args: TrainBaseArguments, accelerator: Accelerator, model, train_data, train_class_counts,
              result: dict, history: list, seconds: dict) -> dict:
     """What ``metrics.json`` holds: the test accuracy, timings, the recipe, the model, versions, machine."""
-    versions = package_versions()
+    environment = environment_info(accelerator)
+    versions = environment["versions"]
     return {
         "test_accuracy": result["accuracy"],
         "eval_split": args.eval_split,
@@ -285,7 +286,7 @@ def _metrics(args: TrainBaseArguments, accelerator: Accelerator, model, train_da
         "versions": versions,
         "torch_version": versions["torch"],
         "transformers_version": versions["transformers"],
-        "machine": machine_info(accelerator),
+        "machine": environment,
     }
 
 

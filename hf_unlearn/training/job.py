@@ -40,7 +40,7 @@ from ..commands.arguments import DataArguments, RuntimeArguments
 from ..data.loaders import build_dataloader, label_array, subsample
 from ..data.loading import check_labels_match, load_image_dataset
 from ..evaluation.predict import evaluate_rows, evaluate_sets
-from ..evaluation.report import environment_info
+from ..environment import environment_info
 from ..evaluation.sets import evaluate_set_sizes, format_set_sizes, random_sets
 from ..files import atomic_write_text
 from ..hub.cards import write_adapter_card

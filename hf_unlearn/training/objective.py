@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
-from ..modeling import classifier_module
+from ..modeling import capture_classifier_input, classifier_module
 from ..tuners.weight_filter import WeightFilterLayer
 
 if TYPE_CHECKING:  # annotations only: untrain.py imports this module
@@ -193,29 +193,6 @@ def feature_forget_loss(features, target_features, valid):
     return (1.0 - cos).mean()
 
 
-class capture_features:
-    """Context manager: the inputs of ``model``'s final classifier layer (penultimate features), WITH grad.
-
-    ``with capture_features(model) as store: model(...)`` leaves ``store[-1]`` = ``(B, D)`` features.
-    """
-
-    def __init__(self, model):
-        self.module = classifier_module(model)
-        self.store: list = []
-
-    def __enter__(self):
-        def hook(_module, args, kwargs):
-            x = args[0] if args else next(iter(kwargs.values()))
-            self.store.append(x.flatten(1))
-
-        self.handle = self.module.register_forward_pre_hook(hook, with_kwargs=True)
-        return self.store
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-        return False
-
-
 def untraining_loss(logits, targets, batch, filter_values, args: "UntrainingArguments", teacher_log_probs=None,
                     forget_targets=None, forget_features=None, feature_targets=None, feature_valid=None,
                     feature_centroids=None, feature_present=None, forget_weights=None):
@@ -271,8 +248,8 @@ def untraining_loss(logits, targets, batch, filter_values, args: "UntrainingArgu
 
 
 def maybe_features(model, on: bool):
-    """:class:`capture_features` when the feature term needs them, else a no-op context."""
-    return capture_features(model) if on else contextlib.nullcontext([])
+    """The classifier's inputs (with grad) when the feature term needs them, else a no-op context."""
+    return capture_classifier_input(classifier_module(model), detach=False) if on else contextlib.nullcontext([])
 
 
 def base_model_targets(model, pixels, targets, selection, batch: int, num_classes: int,

@@ -30,7 +30,6 @@ from accelerate.utils import DataLoaderConfiguration
 from ...adapter import UnlearnAdapter
 from ...data.tensors import TensorDictDataset, collate_batches
 from ...files import atomic_write_text
-from ...run_utils import end_distributed
 from ...training.untrain import UntrainingArguments, untrain
 from ..timing import PeakMemory, device_info
 from .cases import release
@@ -61,7 +60,8 @@ def round_child(args) -> int:
             entry["traceback"] = traceback.format_exc()[-4000:]
             print(entry["traceback"], file=sys.stderr, flush=True)
         atomic_write_text(result_path, json.dumps(result, indent=2))
-    end_distributed()
+    accelerator.wait_for_everyone()  # no rank tears the process group down while another still talks
+    accelerator.end_training()
     return 0
 
 
