@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..evaluation.plots import new_figure, save_figure
 from .objective import pad_selection, sample_forget_sets
 
 STOP_CONVERGED = "converged"  # every row at/under the target and retain accuracy stopped improving
@@ -252,8 +253,6 @@ def plot_convergence(history: Sequence[dict], path, *, target_forget_acc: float 
     >>> plot_convergence(metrics["convergence"]["history"], "runs/wf/convergence.png")
     ```
     """
-    from ..evaluation.plots import new_figure, save_figure
-
     if not history:
         raise ValueError("No convergence measurement to plot (was eval_every > 0?).")
     steps = [h["step"] for h in history]
