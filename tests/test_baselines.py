@@ -129,6 +129,7 @@ def test_svd_projection_changes_weights_without_gradients(setup):
     assert all(p.grad is None for p in result.model.parameters())
 
 
+@pytest.mark.slow  # end to end: runs in CI (the whole suite), not in the fast subset
 def test_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}

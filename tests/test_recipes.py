@@ -22,6 +22,7 @@ def _run(cmd, env=None, timeout=600):
     return done.stdout
 
 
+@pytest.mark.slow  # end to end: runs in CI (the whole suite), not in the fast subset
 def test_quickstart_smoke(tmp_path):
     """The README's main job at smoke size: digits and a micro preset instead of Fashion-MNIST."""
     out = tmp_path / "qs"
@@ -81,6 +82,7 @@ def _cifar_like_parquet(path, n=120, classes=100, size=32):
     return path
 
 
+@pytest.mark.slow  # end to end: runs in CI (the whole suite), not in the fast subset
 @pytest.mark.parametrize("pair", [("base_vit_base_cifar100.yaml", "vit_base_cifar100.yaml")])
 def test_real_world_configs_run_on_a_hub_cache_stand_in(tmp_path, pair):
     """The ViT-B/CIFAR-100 configs, exactly as written, except: the Hub checkpoint is a tiny stand-in laid

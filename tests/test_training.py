@@ -244,6 +244,7 @@ def _filters(folder):
     return load_file(Path(folder) / "adapter_model.safetensors")
 
 
+@pytest.mark.slow  # end to end: runs in CI (the whole suite), not in the fast subset
 def test_killed_two_process_run_resumes_to_the_same_filters(digits_base, tmp_path):
     base_dir, _ = digits_base
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
