@@ -88,6 +88,20 @@ def classifier_module(model) -> torch.nn.Module:
     return last
 
 
+def classifier_weight(model) -> torch.Tensor:
+    """The weight ``(num_labels, features)`` of the classification layer (its base weight if wrapped).
+
+    Example:
+        >>> classifier_weight(model).shape
+        torch.Size([10, 64])
+    """
+    linears = [getattr(m, "base_layer", m) for m in classifier_module(model).modules()]
+    linears = [m for m in linears if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError(f"The classification layer of {type(model).__name__} holds no Linear layer.")
+    return linears[-1].weight
+
+
 @contextlib.contextmanager
 def capture_classifier_input(module: torch.nn.Module, *, detach: bool = True) -> Iterator[list]:
     """Within the block, every forward of ``module`` appends its input, flattened to ``(B, D)`` and

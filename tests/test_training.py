@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.training.objective import masked_teacher_log_probs, sample_forget_sets, untraining_loss
+from hf_unlearn.training.objective import (masked_teacher_log_probs, sample_forget_sets, similar_classes,
+                                          untraining_loss)
 from hf_unlearn.training.untrain import UntrainingArguments, make_scheduler, untrain
 from ddp import free_port
+from hf_unlearn.modeling import classifier_module, classifier_weight, penultimate_features
+from tiny_models import build, pixels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +36,31 @@ def test_forget_and_retain_sets():
         assert (sizes == 1).any() and (sizes > 1).any()  # singles and sets both occur
     only_singles = sample_forget_sets(labels, 10, contain=True, max_set_size=1, set_prob=0.5, generator=gen)
     assert torch.equal(only_singles[:, 0], labels)
+
+
+def test_retain_sets_drawn_from_the_neighbours():
+    """retain_neighbours: retain sets come from the class's nearest classes in the classifier with
+    probability neighbour_prob, never contain the class, and probability 0 draws exactly as before."""
+    weight = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.1],
+                           [0.0, 0.0, 1.0], [0.1, 0.0, 0.9]])
+    neighbours = similar_classes(weight, 1)
+    assert neighbours[:, 0].tolist() == [1, 0, 3, 2, 5, 4]  # the pairs the rows were built as
+    labels = torch.arange(6).repeat(200)
+    always = sample_forget_sets(labels, 6, contain=False, max_set_size=1, set_prob=0.0,
+                                generator=torch.Generator().manual_seed(0), neighbours=neighbours, neighbour_prob=1.0)
+    assert torch.equal(always[:, 0], neighbours[labels, 0])
+    half = sample_forget_sets(labels, 6, contain=False, max_set_size=2, set_prob=0.5,
+                              generator=torch.Generator().manual_seed(0), neighbours=neighbours, neighbour_prob=0.5)
+    first_is_neighbour = (half[:, 0] == neighbours[labels, 0]).float().mean().item()
+    assert 0.5 < first_is_neighbour < 0.75  # half always, the other half 1 in 5 by chance
+    assert not (half == labels[:, None]).any()
+    off = sample_forget_sets(labels, 6, contain=False, max_set_size=2, set_prob=0.5,
+                             generator=torch.Generator().manual_seed(0), neighbours=neighbours, neighbour_prob=0.0)
+    plain = sample_forget_sets(labels, 6, contain=False, max_set_size=2, set_prob=0.5,
+                               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(off, plain)
+    with pytest.raises(ValueError, match="neighbour_prob"):
+        UntrainingArguments(retain_neighbours=3, neighbour_prob=1.5)
 
 
 def test_kd_retain_term_matches_the_masked_base():
@@ -368,3 +396,17 @@ def test_the_written_recipe_reproduces_the_options_through_config(tmp_path):
     assert parse_train_arguments(["--config", str(tmp_path / "untraining_config.yaml")]) == args
     with pytest.raises(ValueError, match=r"unknown options \['learning'\]"):
         untraining_job_arguments(base_model="b", output_dir="o", learning=0.1)
+
+
+@pytest.mark.parametrize("kind", ["vit", "convnext", "resnet"])
+def test_classifier_weight_is_the_heads_linear_map(kind):
+    """The neighbours come from the classifier's weight: features @ W.T + b gives the model's logits,
+    on a plain model and on the adapter's wrapped one."""
+    model = build(kind, seed=0).eval()
+    x = pixels(3)
+    for target in (model, UnlearnAdapter.attach(build(kind, seed=0)).model):
+        feats, logits = penultimate_features(target, x, return_logits=True)
+        head = [m for m in classifier_module(target).modules() if isinstance(m, torch.nn.Linear)][-1]
+        weight = classifier_weight(target)
+        assert weight.shape == (logits.shape[1], feats.shape[1])
+        assert torch.allclose(feats @ weight.T + head.bias, logits, atol=1e-5)

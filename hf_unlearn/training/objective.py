@@ -6,7 +6,9 @@ For a batch of labelled samples ``(x, y)``:
   or with probability ``set_prob`` a random set of up to ``max_set_size`` classes containing ``y``),
   and its cross-entropy is pushed **up** through the bounded term ``1 / (CE + eps)``;
 - *retain pass*: each sample runs ``retain_rows`` (T) more times with random forget sets that do
-  **not** contain ``y``; its cross-entropy is pushed **down**;
+  **not** contain ``y``; its cross-entropy is pushed **down**. With ``retain_neighbours=k`` a share
+  ``neighbour_prob`` of these sets is drawn from the ``k`` classes nearest to ``y`` in the classifier
+  (:func:`similar_classes`): the rows most likely to damage ``y`` get most of its retain signal;
 - *regulariser*: ``mean(1 - alpha)`` over all filters keeps most of them at 1, so each row switches
   off only what its class needs.
 
@@ -58,12 +60,17 @@ def sample_forget_sets(
     max_set_size: int,
     set_prob: float,
     generator: torch.Generator,
+    neighbours: Optional[torch.Tensor] = None,
+    neighbour_prob: float = 0.0,
 ) -> torch.Tensor:
     """Random forget sets, one per label: ``(B, max_set_size)`` class ids padded with -1.
 
     ``contain=True``: every set holds the sample's own class (a forget pair).
     ``contain=False``: no set holds it (a retain pair). Set sizes are 1, or with probability
     ``set_prob`` uniform in ``2..max_set_size``.
+    ``neighbours`` (``(C, k)`` class ids, :func:`similar_classes`): with probability ``neighbour_prob`` a
+    retain pair's set is drawn from its class's ``k`` neighbours first, so that the rows most likely
+    to hurt a class are the ones that learn to keep it.
     """
     batch = labels.shape[0]
     width = max(1, min(max_set_size, num_classes - (0 if contain else 1)))
@@ -73,6 +80,9 @@ def sample_forget_sets(
         sizes = torch.where(grow, torch.randint(2, width + 1, (batch,), generator=generator), sizes)
     # A random permutation of the other classes per sample; take the first entries.
     scores = torch.rand(batch, num_classes, generator=generator)
+    if neighbours is not None and not contain and neighbour_prob > 0:
+        near = torch.nonzero(torch.rand(batch, generator=generator) < neighbour_prob).squeeze(1)
+        scores[near[:, None], neighbours[labels[near]]] -= 1.0  # the neighbours sort first
     scores[torch.arange(batch), labels] = 2.0  # the own class sorts last among "others"
     others = scores.argsort(dim=1)[:, : num_classes - 1]
     out = torch.full((batch, width), -1, dtype=torch.long)
@@ -88,6 +98,22 @@ def sample_forget_sets(
     return out
 
 
+def similar_classes(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` classes whose classifier rows are nearest (cosine) to each class's row: ``(C, k)`` ids.
+
+    Classes the classifier separates with similar directions are the ones a filter that removes one
+    of them is most likely to damage (on ``fashion_mnist_100``, the classes sharing an item).
+
+    Example:
+        >>> similar_classes(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), 1).tolist()
+        [[1], [0], [1]]
+    """
+    w = F.normalize(weight.detach().float(), dim=1)
+    sim = w @ w.T
+    sim.fill_diagonal_(-float("inf"))
+    return sim.topk(max(1, min(k, weight.shape[0] - 1)), dim=1).indices
+
+
 def pad_selection(sel: torch.Tensor, width: int) -> torch.Tensor:
     """Right-pad ``(N, K)`` forget sets with -1 to ``width`` columns (unchanged when already that wide).
 
@@ -101,14 +127,18 @@ def pad_selection(sel: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([sel, pad], dim=1)
 
 
-def expand_batch(pixel_values, labels, num_classes, args: "UntrainingArguments", generator):
-    """Build the single forward of a step: B forget pairs followed by T*B retain pairs."""
+def expand_batch(pixel_values, labels, num_classes, args: "UntrainingArguments", generator, neighbours=None):
+    """Build the single forward of a step: B forget pairs followed by T*B retain pairs.
+
+    ``neighbours``: :func:`similar_classes` of the base's classifier, used with ``args.retain_neighbours``.
+    """
     forget = sample_forget_sets(
         labels, num_classes, contain=True, max_set_size=args.max_set_size, set_prob=args.set_prob, generator=generator
     )
     rep = labels.repeat(args.retain_rows)
     retain = sample_forget_sets(
-        rep, num_classes, contain=False, max_set_size=args.max_set_size, set_prob=args.set_prob, generator=generator
+        rep, num_classes, contain=False, max_set_size=args.max_set_size, set_prob=args.set_prob, generator=generator,
+        neighbours=neighbours, neighbour_prob=args.neighbour_prob,
     )
     width = max(forget.shape[1], retain.shape[1])
     selection = torch.cat([pad_selection(forget, width), pad_selection(retain, width)])

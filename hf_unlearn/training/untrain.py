@@ -29,9 +29,11 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..modeling import classifier_weight
 from .checkpoint import config_hash, find_checkpoint, load_checkpoint, save_checkpoint
 from .convergence import convergence_check, final_stop_reason, make_tracker
-from .objective import base_model_targets, expand_batch, filter_values, maybe_features, untraining_loss
+from .objective import (base_model_targets, expand_batch, filter_values, maybe_features, similar_classes,
+                        untraining_loss)
 
 
 @dataclass
@@ -71,6 +73,10 @@ class UntrainingArguments:
         "help": "prototype: cosine similarities are divided by this"})
     inverse_ce_eps: float = field(default=1e-2, metadata={"help": "eps of the bounded forget term 1 / (CE + eps)"})
     retain_rows: int = field(default=1, metadata={"help": "random other rows (retain pairs) each sample runs with"})
+    retain_neighbours: int = field(default=0, metadata={
+        "help": "k > 0: draw retain pairs' sets from the k classes nearest in the classifier (with neighbour_prob)"})
+    neighbour_prob: float = field(default=0.5, metadata={
+        "help": "share of retain pairs drawn from the neighbours when retain_neighbours > 0"})
     max_set_size: int = field(default=2, metadata={"help": "largest random forget set drawn during training"})
     set_prob: float = field(default=0.5, metadata={"help": "probability that a pair's forget set has 2+ classes"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimiser step"})
@@ -122,6 +128,9 @@ class UntrainingArguments:
             raise ValueError(f"feature_temperature must be > 0, got {self.feature_temperature}.")
         if self.lambda_feature < 0:
             raise ValueError(f"lambda_feature must be >= 0, got {self.lambda_feature}.")
+        if self.retain_neighbours < 0 or not 0.0 <= self.neighbour_prob <= 1.0:
+            raise ValueError(f"retain_neighbours={self.retain_neighbours}, neighbour_prob={self.neighbour_prob}: "
+                             "give retain_neighbours >= 0 (0 = off) and neighbour_prob in [0, 1].")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,6 +194,9 @@ class _Round:
         self.args, self.accelerator, self.num_classes = args, accelerator, adapter.num_classes
         self.model, self.optimizer, self.weights = model, make_optimizer(params, args), forget_class_weights
         self.micro = 0  # micro-batches since the last optimiser step (carried across epochs)
+        # The base's classifier is frozen, so the neighbours are fixed for the whole round.
+        self.neighbours = (similar_classes(classifier_weight(model), args.retain_neighbours)
+                           if args.retain_neighbours > 0 else None)
 
     def prepare(self, total_steps: int) -> None:
         # A prepared scheduler advances once per process for every optimizer step: lay the schedule
@@ -199,7 +211,8 @@ class _Round:
         plain = accelerator.unwrap_model(self.model)
         labels = batch["labels"]
         gen = step_generator(args.seed, micro_index, accelerator.process_index)
-        pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), self.num_classes, args, gen)
+        pixels, targets, selection = expand_batch(batch["pixel_values"], labels.cpu(), self.num_classes, args, gen,
+                                                  self.neighbours)
         pixels, targets = pixels.to(accelerator.device), targets.to(accelerator.device)
         b = labels.shape[0]
         extra = base_model_targets(plain, pixels, targets, selection, b, self.num_classes, args)
