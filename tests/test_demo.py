@@ -120,6 +120,13 @@ def test_model_cards_render_script_names_the_run_folders_as_given(adapter_dir, d
     assert exported.data.unlearned_classes == ["3"]
     saved = (adapter_dir / "README.md").read_text()  # the card the run wrote: the same tables
     assert adapter_card.text.split("## Try it")[0].count("|") == saved.split("## Try it")[0].count("|")
+    # --report/--name: another report of the same adapter, under another file name
+    other = render_cards.render(render_cards.RenderArguments(
+        run_dir="runs/quickstart", forget="3", output_dir="cards", name="evaluated",
+        report=str(adapter_dir / "untraining_metrics.json")))
+    assert [p.name for p in other] == ["evaluated-adapter.md", "evaluated-exported-without-3.md"]
+    with pytest.raises(FileNotFoundError):
+        render_cards.render(render_cards.RenderArguments(run_dir="runs/quickstart", report="missing.json"))
 
 
 # ---------------------------------------------------------------------------- app functions

@@ -214,8 +214,9 @@ def _representation(r: Mapping, settings: Mapping) -> dict:
     blocks = [(f"{shots}-shot probe (%)", r.get("few_shot_probe")), ("linear CKA to the retrain", r.get("cka_to_retrain"))]
     for setting, by_model in (r.get("relearn") or {}).items():
         mode, _, k = str(setting).partition("-")
-        blocks.append((f"relearn {mode}, {k.replace('shot', '')} samples/class" + (f", {steps} steps" if steps else "")
-                       + " (%)", by_model))
+        k = k.replace("shot", "")
+        blocks.append((f"relearn {mode}, {k} sample{'' if k == '1' else 's'}/class"
+                       + (f", {steps} steps" if steps else "") + " (%)", by_model))
     for label, by_model in blocks:
         if isinstance(by_model, Mapping) and by_model.get("unlearned") is not None:
             out[label] = {m: v for m, v in by_model.items() if m in ("unlearned", "base", "retrain")}
