@@ -134,3 +134,17 @@ def test_probe_tradeoff_recipe_plots_settings_base_retrain_and_peers(tmp_path, c
     assert "| a | 0.50 | 0.20 | 65.00 | 0.40 | 0.70 | 40.00 |" in out and "3-shot probe %" in out
     assert "base (85.0, 0.0), retrain (45.0, -1.0)" in err  # drop of the retrain = base RA - retrain RA
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tradeoff_plot_puts_a_collapsed_method_on_the_top_edge():
+    """A method that collapses retain accuracy (SSD: 31.8 pt) is drawn on the edge, labelled, instead of
+    squeezing every other point onto one line; the others stay where they are."""
+    from hf_unlearn.evaluation.plots import tradeoff_layout
+
+    points = {"retrain": (46.2, -0.74), "wf": (66.4, 0.11), "ssd": (69.9, 31.78), "base": (85.9, 0.0)}
+    shown, top = tradeoff_layout(points, 5.0)
+    assert top == pytest.approx(0.61) and shown["ssd"] == (69.9, top, True)
+    assert {k: v[1] for k, v in shown.items() if k != "ssd"} == {"retrain": -0.74, "wf": 0.11, "base": 0.0}
+    assert tradeoff_layout(points, None) == ({k: (x, y, False) for k, (x, y) in points.items()}, None)
+    with pytest.raises(ValueError, match="non-finite"):
+        tradeoff_layout({"x": (float("nan"), 0.0)}, 5.0)

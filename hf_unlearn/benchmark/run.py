@@ -125,6 +125,10 @@ def train_or_load_base(args, out: Path):
     return base_dir, model, processor, metrics
 
 
+# What the benchmark records of a given adapter's untraining_metrics.json.
+WF_METRIC_KEYS = ("untraining_time_s", "untraining_cpu_time_s", "steps", "stop_reason", "num_processes")
+
+
 def train_or_load_wf(args, out: Path, base_dir: Path):
     """``(adapter, untraining seconds, info)``: ``--adapter`` loaded, or one round untrained here."""
     if args.adapter:
@@ -134,7 +138,8 @@ def train_or_load_wf(args, out: Path, base_dir: Path):
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         seconds = metrics.get("untraining_time_s")
         log(f"[wf] loaded {folder} (untraining time {seconds} s from its metrics)")
-        return adapter.eval(), seconds, {"adapter": str(folder), "trained_here": False, "metrics": metrics}
+        summary = {k: metrics[k] for k in WF_METRIC_KEYS if k in metrics}  # not its whole history
+        return adapter.eval(), seconds, {"adapter": str(folder), "trained_here": False, "metrics": summary}
     folder = out / "wf"
     options = {**load_config(args.wf_config, ARGUMENT_CLASSES), "base_model": str(base_dir),
                "output_dir": str(folder), "dataset": args.dataset, "eval_split": "", "eval_pairs": 0,

@@ -47,6 +47,20 @@ def format_seconds(s, extrapolated=False):
     return text + (" (extrap.)" if extrapolated else "")
 
 
+def representation_column_order(key: str) -> tuple:
+    """CKA first, then relearning by mode and by shot count as a number (1, 5, 25; not 1, 25, 5).
+
+    Example:
+        >>> sorted(["relearn_full-25shot", "relearn_full-5shot", "cka_to_retrain"], key=representation_column_order)
+        ['cka_to_retrain', 'relearn_full-5shot', 'relearn_full-25shot']
+    """
+    if not key.startswith("relearn_"):
+        return (0, key, 0)
+    mode, _, shots = key[len("relearn_"):].partition("-")
+    digits = "".join(ch for ch in shots if ch.isdigit())
+    return (1, mode, int(digits) if digits else 0)
+
+
 def markdown(result: dict) -> str:
     """benchmark.md: the two summary tables, the definitions, the tuning record, the hyperparameters."""
     n = result["settings"]["num_classes"]
@@ -60,7 +74,8 @@ def markdown(result: dict) -> str:
     lines.append("")
     shots = s.get("few_shot_shots", 5)
     extra = sorted({k for m in result["methods"].values() for key in ("summary_peer_classes", "summary_all")
-                    for k in (m.get(key) or {}) if k == "cka_to_retrain" or k.startswith("relearn_")})
+                    for k in (m.get(key) or {}) if k == "cka_to_retrain" or k.startswith("relearn_")},
+                   key=representation_column_order)
     extra_titles = [("CKA to retrain" if k == "cka_to_retrain" else
                      "relearn " + k[len("relearn_"):].replace("-", " ").replace("shot", "-shot") + " %") for k in extra]
     header = ["method", "classes", "FA %", "RA %", "RA drop pt", "test acc %", "MIA-eff. %", "ZRF",

@@ -266,6 +266,27 @@ def plot_filter_sparsity(
 
 
 
+def tradeoff_layout(points: Mapping[str, tuple[float, float]], max_drop: float | None):
+    """Where :func:`plot_probe_tradeoff` draws each point: ``({label: (x, y_shown, off_scale)}, y_top)``.
+
+    Points with a drop above ``max_drop`` go on the top edge (``y_top``: 0.5 pt above the highest
+    other point); ``y_top`` is None when every point fits.
+
+    Example:
+        >>> tradeoff_layout({"wf": (66.0, 0.1), "ssd": (70.0, 31.8)}, 5.0)
+        ({'wf': (66.0, 0.1, False), 'ssd': (70.0, 0.6, True)}, 0.6)
+    """
+    for label, xy in points.items():
+        if not all(np.isfinite(float(v)) for v in xy):
+            raise ValueError(f"point {label!r} has a non-finite coordinate {xy!r}.")
+    ys = [float(y) for _, y in points.values()]
+    if max_drop is None or max(ys) <= max_drop:
+        return {label: (float(x), float(y), False) for label, (x, y) in points.items()}, None
+    top = max([y for y in ys if y <= max_drop] + [0.0]) + 0.5
+    return {label: (float(x), top if float(y) > max_drop else float(y), float(y) > max_drop)
+            for label, (x, y) in points.items()}, top
+
+
 def plot_probe_tradeoff(
     points: Mapping[str, tuple[float, float]],
     path: str | os.PathLike,
@@ -273,6 +294,7 @@ def plot_probe_tradeoff(
     kinds: Mapping[str, str] | None = None,
     shots: int = 5,
     title: str | None = None,
+    max_drop: float | None = 5.0,
 ) -> Path:
     """Scatter of removal against cost in retained accuracy: few-shot probe (x) vs retain drop (y).
 
@@ -280,7 +302,9 @@ def plot_probe_tradeoff(
     ``(few_shot_probe_pct, retain_drop_pt)``; ``kinds`` maps labels to ``"base"``, ``"retrain"``,
     ``"wf"`` or ``"peer"`` for the marker (default: by label name). Lower-left is better: the retrain
     sits at the left end of x, the base at the right; a point near the retrain's x with a small y
-    removed the class from the features at little retained cost.
+    removed the class from the features at little retained cost. A point whose drop exceeds
+    ``max_drop`` (a collapsed method) is drawn on the top edge with its value in the label, so that
+    it does not squeeze every other point onto one line; ``None`` draws every point where it is.
 
     Example:
         >>> plot_probe_tradeoff({"base": (85.9, 0.0), "retrain": (46.2, -0.7), "wf": (70.7, -0.3)},
@@ -289,18 +313,21 @@ def plot_probe_tradeoff(
     if not points:
         raise ValueError("`points` is empty: nothing to plot.")
     style = {"base": ("s", "#7f7f7f"), "retrain": ("*", "#1f77b4"), "wf": ("o", "#d62728"), "peer": ("^", "#2ca02c")}
+    shown, top = tradeoff_layout(points, max_drop)
     fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot(1, 1, 1)
-    for label, xy in points.items():
-        x, y = (float(v) for v in xy)
-        if not (np.isfinite(x) and np.isfinite(y)):
-            raise ValueError(f"point {label!r} has a non-finite coordinate {xy!r}.")
+    # Alternate the labels above and below their points, in x order: neighbours rarely overlap.
+    for i, (label, (x, shown_y, off_scale)) in enumerate(sorted(shown.items(), key=lambda item: item[1][0])):
+        y = float(points[label][1])
         kind = (kinds or {}).get(label) or (label if label in ("base", "retrain") else
                                              "wf" if label.startswith("wf") else "peer")
         marker, color = style.get(kind, style["peer"])
-        ax.scatter([x], [y], marker=marker, s=140 if kind in ("base", "retrain") else 60, color=color,
-                   edgecolors="black", linewidths=0.5, alpha=0.8)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter([x], [shown_y], marker="^" if off_scale else marker, s=140 if kind in ("base", "retrain") else 60,
+                   color=color, edgecolors="black", linewidths=0.5, alpha=0.8, clip_on=False)
+        text = f"{label} ({y:.1f} pt, off scale)" if off_scale else label
+        ax.annotate(text, (x, shown_y), textcoords="offset points", xytext=(5, 5 if i % 2 == 0 else -11), fontsize=8)
+    if top is not None:
+        ax.set_ylim(top=top)
     ax.axhline(0.0, color="black", linewidth=0.5, alpha=0.5)
     ax.set_xlabel(f"{shots}-shot probe on the forgotten class, % (retrain = gone, base = kept)")
     ax.set_ylabel("retain drop, points (lower = better)")
