@@ -222,4 +222,16 @@ def test_benchmark_arguments_keep_the_command_line(tmp_path):
         BenchmarkArguments(output_dir="x", methods=["wf", "nope"])
     with pytest.raises(SystemExit):
         benchmark.parse(["--output_dir", "x", "--relearn_modes", "tail"])
+    # --wf_rows peer: on 100 classes WF (and so the base) is evaluated on the peer classes only
+    from hf_unlearn.benchmark.run import classes_per_method
+
+    many = benchmark.parse(["--output_dir", "x", "--classes", "7", "42", "--retrain_classes", "7", "42",
+                            "--all_class_methods", "--wf_rows", "peer"])
+    assert many.all_class_methods == []
+    of = classes_per_method(many, ["wf", "retrain", "ssd"], [7, 42], list(range(100)))
+    assert of == {"wf": [7, 42], "retrain": [7, 42], "ssd": [7, 42]}
+    every = classes_per_method(benchmark.parse(["--output_dir", "x"]), ["wf", "ssd"], [7, 42], list(range(100)))
+    assert every["wf"] == list(range(100)) and every["ssd"] == list(range(100))
+    with pytest.raises(SystemExit):
+        benchmark.parse(["--output_dir", "x", "--wf_rows", "some"])
 

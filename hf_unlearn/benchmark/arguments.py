@@ -68,6 +68,11 @@ class BenchmarkArguments:
     all_class_methods: list[str] = field(default_factory=lambda: list(FAST_METHODS), metadata={"nargs": "*",
         "help": "peers run on every class (fast, gradient-free)"})
     retrain_classes: list[str] = field(default_factory=lambda: ["all"], metadata={"help": "'all' or class ids"})
+    # Every evaluated class costs a full evaluation of the base too: with 100 classes, "all" means 200
+    # evaluations before the first peer runs. WF still trains every row in its one round either way.
+    wf_rows: str = field(default="all", metadata={
+        "choices": ["all", "peer"],
+        "help": "rows WF is evaluated on: 'all' (every class) or 'peer' (the peer classes; for many classes)"})
     hparams: Optional[str] = field(default=None, metadata={
         "help": 'JSON {"method": {"name": value}} overriding defaults (and tuning results)'})
     # tuning

@@ -178,7 +178,7 @@ def classes_per_method(args, methods, peer_classes, all_classes) -> dict:
     classes_of = {}
     for m in methods:
         if m == "wf":
-            classes_of[m] = all_classes if not args.smoke else peer_classes
+            classes_of[m] = all_classes if args.wf_rows == "all" and not args.smoke else peer_classes
         elif m == "retrain":
             classes_of[m] = retrain_classes
         elif m in args.all_class_methods:
