@@ -230,8 +230,10 @@ def test_benchmark_arguments_keep_the_command_line(tmp_path):
     assert many.all_class_methods == []
     of = classes_per_method(many, ["wf", "retrain", "ssd"], [7, 42], list(range(100)))
     assert of == {"wf": [7, 42], "retrain": [7, 42], "ssd": [7, 42]}
-    every = classes_per_method(benchmark.parse(["--output_dir", "x"]), ["wf", "ssd"], [7, 42], list(range(100)))
-    assert every["wf"] == list(range(100)) and every["ssd"] == list(range(100))
+    every = classes_per_method(benchmark.parse(["--output_dir", "x"]), ["wf", "ssd"], [7, 42], list(range(20)))
+    assert every["wf"] == list(range(20)) and every["ssd"] == list(range(20))
+    with pytest.raises(ValueError, match="--wf_rows peer"):  # said before anything is trained
+        classes_per_method(benchmark.parse(["--output_dir", "x"]), ["wf"], [7, 42], list(range(100)))
     with pytest.raises(SystemExit):
         benchmark.parse(["--output_dir", "x", "--wf_rows", "some"])
 

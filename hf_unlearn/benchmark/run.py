@@ -40,7 +40,7 @@ from ..data.loading import load_image_dataset
 from ..data.transforms import to_tensor_dataset
 from ..evaluation.definitions import format_definitions
 from ..evaluation.report import to_jsonable
-from ..evaluation.suite import evaluate_unlearning
+from ..evaluation.suite import EXACT_MATRIX_LIMIT, evaluate_unlearning
 from ..files import atomic_write_text
 from ..environment import environment_info
 from ..commands.arguments import load_config
@@ -179,6 +179,12 @@ def classes_per_method(args, methods, peer_classes, all_classes) -> dict:
     for m in methods:
         if m == "wf":
             classes_of[m] = all_classes if args.wf_rows == "all" and not args.smoke else peer_classes
+            if len(classes_of[m]) > EXACT_MATRIX_LIMIT:
+                # The benchmark compares per-class rows, which need WF's exact accuracy rows; above the
+                # limit the suite only estimates RA (sampled), so say so before anything is trained.
+                raise ValueError(f"{len(all_classes)} classes: the benchmark evaluates WF's rows exactly, at most "
+                                 f"{EXACT_MATRIX_LIMIT} of them; pass --wf_rows peer (WF on the peer classes; its one "
+                                 "round still trains every row), and evaluate every row with recipes/evaluate.py.")
         elif m == "retrain":
             classes_of[m] = retrain_classes
         elif m in args.all_class_methods:
@@ -331,6 +337,7 @@ def run_wf(args, s: BenchmarkSetup, result: dict, retrain_models: dict):
     classes = s.classes_of["wf"]
     report = evaluate_unlearning(adapter, s.train_eval, s.test, rows=classes, image_processor=s.processor,
                                  seed=args.seed, progress=False, batch_size=args.eval_batch_size,
+                                 exact_limit=max(s.num_classes, EXACT_MATRIX_LIMIT),  # these rows, exactly
                                  max_mia_samples=args.max_mia_samples, max_probe_samples=args.max_probe_samples,
                                  **representation_kwargs(args, retrain_models, classes))
     test_counts = np.bincount(np.asarray(s.test.dataset[s.test.label_column]), minlength=s.num_classes).tolist()
