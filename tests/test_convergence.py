@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from hf_unlearn import UnlearnAdapter
-from hf_unlearn.training.convergence import (ConvergenceTracker, measure_rows, stratified_validation_indices)
+from hf_unlearn.training.convergence import (ConvergenceTracker, binomial_tail, measure_rows, rows_above_target,
+                                            stratified_validation_indices)
 from hf_unlearn.training.objective import forget_class_weights
 from hf_unlearn.training.untrain import UntrainingArguments, untrain
 
@@ -53,6 +54,35 @@ def test_tracker_stops_only_after_the_target_and_patience():
     restored.load_state_dict(json.loads(json.dumps(tracker.state_dict())))  # what a checkpoint keeps
     for t in (tracker, restored):
         assert t.update(60, {"worst_forget_acc": 0.0, "retain_acc": 91.4}) == "converged"
+
+
+
+def test_forget_confidence_tolerates_a_miss_that_chance_explains_and_not_more():
+    # 100 classes, 30 validation images each: one miss (3.3%) is what a row at a true 1% shows 26% of the
+    # time; two misses only 3.6% of the time -> significant at 0.95.
+    assert binomial_tail(1, 30, 0.01) == pytest.approx(1 - 0.99 ** 30)
+    assert binomial_tail(2, 30, 0.01) == pytest.approx(0.0361, abs=1e-4)
+    one_miss = {"forget_acc_per_class": [0.0, 100 / 30, 0.0], "forget_count_per_class": [30, 30, 30],
+                "worst_forget_acc": 100 / 30, "retain_acc": 90.0}
+    two_misses = {**one_miss, "forget_acc_per_class": [0.0, 100 / 30, 200 / 30], "worst_forget_acc": 200 / 30}
+    assert rows_above_target(one_miss, 1.0) == [1]  # the plain rule: any miss fails
+    assert rows_above_target(one_miss, 1.0, confidence=0.95) == []
+    assert rows_above_target(two_misses, 1.0, confidence=0.95) == [2]
+    plain = ConvergenceTracker(target_forget_acc=1.0, patience=1)
+    tolerant = ConvergenceTracker(target_forget_acc=1.0, patience=1, forget_confidence=0.95)
+    for tracker in (plain, tolerant):
+        tracker.update(10, one_miss)
+    assert plain.update(20, one_miss) is None and not plain.target_met()
+    assert tolerant.update(20, two_misses) is None and not tolerant.target_met()
+    assert tolerant.update(30, one_miss) == "converged"
+    # a checkpoint's history from before the counts were recorded falls back to the plain rule
+    old = {k: v for k, v in one_miss.items() if k != "forget_count_per_class"}
+    assert rows_above_target(old, 1.0, confidence=0.95) == [1]
+
+
+def test_forget_confidence_must_be_a_probability():
+    with pytest.raises(ValueError, match="forget_confidence=1.5: give a probability in"):
+        UntrainingArguments(max_steps=10, eval_every=5, forget_confidence=1.5)
 
 
 def test_forget_class_weights_balance_rows():

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -176,6 +177,7 @@ def measure_rows(model, loader, num_classes: int, *, retain_rows: int = 2, max_s
     measured = forget_counts > 0
     out = {
         "forget_acc_per_class": [round(v, 3) if m else None for v, m in zip(per_class, measured.tolist())],
+        "forget_count_per_class": [int(n) for n in forget_counts.tolist()],
         "worst_forget_acc": max(v for v, m in zip(per_class, measured.tolist()) if m),
         "mean_forget_acc": float(np.mean([v for v, m in zip(per_class, measured.tolist()) if m])),
         "base_acc": 100 * sums["base"] / counts["base"],
@@ -191,13 +193,47 @@ def measure_rows(model, loader, num_classes: int, *, retain_rows: int = 2, max_s
     return out
 
 
+def binomial_tail(errors: int, n: int, p: float) -> float:
+    """P(X >= errors) for X ~ Binomial(n, p): how likely this many misses are if the true rate were ``p``."""
+    if errors <= 0:
+        return 1.0
+    return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(errors, n + 1)))
+
+
+def rows_above_target(measurement: dict, target_forget_acc: float, confidence: Optional[float] = None) -> list[int]:
+    """Rows whose validation forget accuracy is above ``target_forget_acc`` (%).
+
+    Plainly (``confidence=None``), or only where that is significant: with 30 validation images per class
+    (100 classes), "at or under 1%" means not one error in any of 3,000 images, which a round reaches by
+    chance; with ``confidence=0.95`` a row fails only if its misses would have a probability under 5% at
+    a true forget accuracy equal to the target (one-sided exact binomial test; 30 images: 2 misses fail,
+    1 passes). Measurements without per-class counts (older checkpoints) use the plain rule.
+
+    Example:
+
+    ```py
+    >>> m = {"forget_acc_per_class": [0.0, 3.333], "forget_count_per_class": [30, 30]}
+    >>> rows_above_target(m, 1.0), rows_above_target(m, 1.0, confidence=0.95)
+    ([1], [])
+    ```
+    """
+    accs = measurement["forget_acc_per_class"]
+    above = [c for c, acc in enumerate(accs) if acc is not None and acc > target_forget_acc + 1e-9]
+    counts = measurement.get("forget_count_per_class")
+    if confidence is None or counts is None:
+        return above
+    p = target_forget_acc / 100
+    return [c for c in above if binomial_tail(round(accs[c] * counts[c] / 100), counts[c], p) < 1 - confidence]
+
+
 @dataclass
 class ConvergenceTracker:
     """Decides when a round is done from successive :func:`measure_rows` results.
 
-    Stop at the first measurement where the worst row's forget accuracy is ``<= target_forget_acc`` and
-    the retain accuracy has not improved on its best by more than ``min_retain_delta`` points for
-    ``patience`` measurements in a row.
+    Stop at the first measurement where the worst row's forget accuracy is ``<= target_forget_acc`` (with
+    ``forget_confidence``: no row significantly above it, see :func:`rows_above_target`) and the retain
+    accuracy has not improved on its best by more than ``min_retain_delta`` points for ``patience``
+    measurements in a row.
     Its state is a plain dict (``state_dict``/``load_state_dict``) so that a resumed run decides the same.
 
     Example:
@@ -211,12 +247,18 @@ class ConvergenceTracker:
     target_forget_acc: float = 1.0
     patience: int = 2
     min_retain_delta: float = 0.05
+    forget_confidence: Optional[float] = None
     best_retain_acc: Optional[float] = None
     stale: int = 0
     history: list = field(default_factory=list)
 
+    def _forgotten(self, measurement: dict) -> bool:
+        if self.forget_confidence is None:
+            return measurement["worst_forget_acc"] <= self.target_forget_acc
+        return not rows_above_target(measurement, self.target_forget_acc, self.forget_confidence)
+
     def target_met(self) -> bool:
-        return bool(self.history) and self.history[-1]["worst_forget_acc"] <= self.target_forget_acc
+        return bool(self.history) and self._forgotten(self.history[-1])
 
     def update(self, step: int, measurement: dict) -> Optional[str]:
         """Record one measurement; returns :data:`STOP_CONVERGED` when the round should end, else None."""
@@ -232,7 +274,7 @@ class ConvergenceTracker:
         else:
             self.stale += 1
         record["stale"] = self.stale
-        met = measurement["worst_forget_acc"] <= self.target_forget_acc
+        met = self._forgotten(measurement)
         return STOP_CONVERGED if met and self.stale >= self.patience else None
 
     def state_dict(self) -> dict:
@@ -287,7 +329,8 @@ def make_tracker(args, validation_loader) -> Optional[ConvergenceTracker]:
     if validation_loader is None:
         raise ValueError("eval_every > 0 needs a validation_loader (the job carves one from the training data).")
     return ConvergenceTracker(target_forget_acc=args.target_forget_acc, patience=args.patience,
-                              min_retain_delta=args.min_retain_delta)
+                              min_retain_delta=args.min_retain_delta,
+                              forget_confidence=args.forget_confidence)
 
 
 def convergence_check(tracker, model, validation_loader, num_classes: int, args, step: int, accelerator,
@@ -320,7 +363,9 @@ def final_stop_reason(tracker, stop_reason: Optional[str], accelerator, total_st
     if tracker.target_met():
         return STOP_BUDGET
     last = tracker.history[-1] if tracker.history else {}
-    message = (f"The forget target ({tracker.target_forget_acc:g}% on every row) was not met within the budget of "
+    rule = (f"{tracker.target_forget_acc:g}% on every row" if tracker.forget_confidence is None else
+            f"no row significantly above {tracker.target_forget_acc:g}% at {tracker.forget_confidence:g} confidence")
+    message = (f"The forget target ({rule}) was not met within the budget of "
                f"{total_steps} steps: the worst row is at {last.get('worst_forget_acc', float('nan')):.2f}% on the "
                "validation split. The adapter is saved as it is; raise --max_steps (or the learning rate) to go on.")
     warnings.warn(message, stacklevel=3)
