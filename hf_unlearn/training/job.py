@@ -247,8 +247,9 @@ def classes_without_rows(data) -> list:
 
 STOP_EXPLANATIONS = {
     "epochs": "the epoch/step schedule ran out (no convergence check: eval_every = 0)",
-    "converged": "every row's forget accuracy on the validation split reached the target and the retain "
-                 "accuracy stopped improving (patience)",
+    "converged": "every row's forget accuracy on the validation split reached the target (with "
+                 "forget_confidence: no row significantly above it) and the retain accuracy stopped improving "
+                 "(patience)",
     "budget": "the step budget (max_steps) ran out with every row at or under the forget target; the retain "
               "accuracy was still improving",
     "budget_target_not_met": "the step budget (max_steps) ran out BEFORE every row reached the forget target "
