@@ -63,8 +63,9 @@ def test_forget_confidence_tolerates_a_miss_that_chance_explains_and_not_more():
     assert binomial_tail(1, 30, 0.01) == pytest.approx(1 - 0.99 ** 30)
     assert binomial_tail(2, 30, 0.01) == pytest.approx(0.0361, abs=1e-4)
     one_miss = {"forget_acc_per_class": [0.0, 100 / 30, 0.0], "forget_count_per_class": [30, 30, 30],
-                "worst_forget_acc": 100 / 30, "retain_acc": 90.0}
-    two_misses = {**one_miss, "forget_acc_per_class": [0.0, 100 / 30, 200 / 30], "worst_forget_acc": 200 / 30}
+                "forget_hits_per_class": [0, 1, 0], "worst_forget_acc": 100 / 30, "retain_acc": 90.0}
+    two_misses = {**one_miss, "forget_acc_per_class": [0.0, 100 / 30, 200 / 30], "forget_hits_per_class": [0, 1, 2],
+                  "worst_forget_acc": 200 / 30}
     assert rows_above_target(one_miss, 1.0) == [1]  # the plain rule: any miss fails
     assert rows_above_target(one_miss, 1.0, confidence=0.95) == []
     assert rows_above_target(two_misses, 1.0, confidence=0.95) == [2]
@@ -76,7 +77,7 @@ def test_forget_confidence_tolerates_a_miss_that_chance_explains_and_not_more():
     assert tolerant.update(20, two_misses) is None and not tolerant.target_met()
     assert tolerant.update(30, one_miss) == "converged"
     # a checkpoint's history from before the counts were recorded falls back to the plain rule
-    old = {k: v for k, v in one_miss.items() if k != "forget_count_per_class"}
+    old = {k: v for k, v in one_miss.items() if k not in ("forget_count_per_class", "forget_hits_per_class")}
     assert rows_above_target(old, 1.0, confidence=0.95) == [1]
 
 
@@ -113,6 +114,8 @@ def test_measure_rows_matches_the_full_accuracy_matrix():
     full = evaluate_rows(adapter, loader, progress=False)
     np.testing.assert_allclose(m["forget_acc_per_class"], np.diag(full["matrix"]), atol=1e-3)
     assert m["worst_forget_acc"] == pytest.approx(max(np.diag(full["matrix"])), abs=1e-3)
+    np.testing.assert_allclose([100 * h / n for h, n in zip(m["forget_hits_per_class"], m["forget_count_per_class"])],
+                               m["forget_acc_per_class"], atol=1e-3)  # the counts the confidence rule tests
     assert m["base_acc"] == pytest.approx(full["base_accuracy"], abs=1e-6)
     assert {"retain_acc", "retain_drop", "set_forget_acc", "set_retain_drop"} <= set(m)
     assert m == measure_rows(adapter.model, loader, 4, retain_rows=2, max_set_size=2, seed=0)  # same pairs

@@ -178,6 +178,7 @@ def measure_rows(model, loader, num_classes: int, *, retain_rows: int = 2, max_s
     out = {
         "forget_acc_per_class": [round(v, 3) if m else None for v, m in zip(per_class, measured.tolist())],
         "forget_count_per_class": [int(n) for n in forget_counts.tolist()],
+        "forget_hits_per_class": [int(n) for n in forget_hits.tolist()],
         "worst_forget_acc": max(v for v, m in zip(per_class, measured.tolist()) if m),
         "mean_forget_acc": float(np.mean([v for v, m in zip(per_class, measured.tolist()) if m])),
         "base_acc": 100 * sums["base"] / counts["base"],
@@ -212,18 +213,18 @@ def rows_above_target(measurement: dict, target_forget_acc: float, confidence: O
     Example:
 
     ```py
-    >>> m = {"forget_acc_per_class": [0.0, 3.333], "forget_count_per_class": [30, 30]}
+    >>> m = {"forget_acc_per_class": [0.0, 3.333], "forget_count_per_class": [30, 30], "forget_hits_per_class": [0, 1]}
     >>> rows_above_target(m, 1.0), rows_above_target(m, 1.0, confidence=0.95)
     ([1], [])
     ```
     """
     accs = measurement["forget_acc_per_class"]
     above = [c for c, acc in enumerate(accs) if acc is not None and acc > target_forget_acc + 1e-9]
-    counts = measurement.get("forget_count_per_class")
-    if confidence is None or counts is None:
+    counts, hits = measurement.get("forget_count_per_class"), measurement.get("forget_hits_per_class")
+    if confidence is None or counts is None or hits is None:
         return above
     p = target_forget_acc / 100
-    return [c for c in above if binomial_tail(round(accs[c] * counts[c] / 100), counts[c], p) < 1 - confidence]
+    return [c for c in above if binomial_tail(hits[c], counts[c], p) < 1 - confidence]
 
 
 @dataclass
